@@ -1,0 +1,40 @@
+"""The one train/validation split every chapter uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["random_split"]
+
+
+def random_split(
+    df: pd.DataFrame, valid_pct: float = 0.2, seed: int = 42
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Shuffle the rows with ``seed`` and hold out ``valid_pct`` of them.
+
+    The same ``(df, valid_pct, seed)`` always gives the same split, so models in
+    different chapters are compared on identical validation ratings.
+
+    Returns
+    -------
+    (train, valid) : tuple of DataFrame
+        Row order is shuffled; the index is reset.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"user": range(10), "item": range(10), "rating": [3.0] * 10})
+    >>> train, valid = random_split(df, valid_pct=0.2, seed=0)
+    >>> len(train), len(valid)
+    (8, 2)
+    """
+    if not 0.0 < valid_pct < 1.0:
+        raise ValueError(f"valid_pct must be between 0 and 1 (exclusive), got {valid_pct!r}.")
+    if len(df) < 2:
+        raise ValueError(f"cannot split a frame of {len(df)} row(s); it needs at least 2.")
+    order = np.random.default_rng(seed).permutation(len(df))
+    n_valid = max(1, int(round(len(df) * valid_pct)))
+    valid = df.iloc[order[:n_valid]].reset_index(drop=True)
+    train = df.iloc[order[n_valid:]].reset_index(drop=True)
+    return train, valid

@@ -1,0 +1,131 @@
+"""Synthetic ratings with planted low-rank preferences, at any size up to ML-25M's.
+
+Used by tests and by the scale presets, never as a silent stand-in for MovieLens:
+a chapter that falls back to it says so. The generative model is the one the
+course fits::
+
+    r_ui = round_half(mu + b_u + b_i + p_u · q_i + eps),   eps ~ N(0, noise²)
+
+clipped to 0.5-5 stars. User activity and film popularity follow power laws,
+as in MovieLens, so a few films get most ratings and most films get few.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ML25M_SHAPE", "PlantedRatings", "planted_ratings", "write_ratings_csv"]
+
+ML25M_SHAPE = {"n_users": 162_541, "n_items": 59_047, "n_ratings": 25_000_095}
+_CHUNK = 2_000_000
+
+
+@dataclass
+class PlantedRatings:
+    """Ratings plus the truth that generated them.
+
+    ``noise_floor`` is the RMSE of the true (unrounded, noise-free) scores against
+    the observed ratings: no model can beat it on average.
+    """
+
+    ratings: pd.DataFrame
+    user_factors: np.ndarray  # (n_users, n_factors)
+    item_factors: np.ndarray  # (n_items, n_factors)
+    user_bias: np.ndarray  # (n_users,)
+    item_bias: np.ndarray  # (n_items,)
+    mean: float
+    noise_floor: float
+
+    def __repr__(self) -> str:
+        return (f"PlantedRatings({len(self.ratings):,} ratings, {len(self.user_bias):,} users, "
+                f"{len(self.item_bias):,} items, noise floor RMSE {self.noise_floor:.3f})")
+
+
+def _power_law(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
+    weights = np.arange(1, n + 1, dtype=np.float64) ** -exponent
+    rng.shuffle(weights)  # popularity is not tied to id order
+    return weights / weights.sum()
+
+
+def _sample_pairs(n_users, n_items, n_ratings, rng, exponent) -> np.ndarray:
+    """Distinct (user, item) keys ``user * n_items + item``, power-law on both sides."""
+    pu, pi = _power_law(n_users, exponent, rng), _power_law(n_items, exponent, rng)
+    keys = np.empty(0, dtype=np.int64)
+    while len(keys) < n_ratings:
+        want = int((n_ratings - len(keys)) * 1.2) + 16
+        users = rng.choice(n_users, size=want, p=pu)
+        items = rng.choice(n_items, size=want, p=pi)
+        keys = np.unique(np.concatenate([keys, users.astype(np.int64) * n_items + items]))
+    return rng.permutation(keys)[:n_ratings]
+
+
+def planted_ratings(
+    n_users: int = 943,
+    n_items: int = 1682,
+    n_ratings: int = 100_000,
+    n_factors: int = 8,
+    noise: float = 0.5,
+    exponent: float = 0.8,
+    seed: int = 0,
+) -> PlantedRatings:
+    """Generate ratings from planted factors and biases.
+
+    Parameters
+    ----------
+    n_users, n_items, n_ratings : int
+        Sizes; ``n_ratings`` distinct pairs, at most ``n_users * n_items / 2``.
+        ``**ML25M_SHAPE`` gives ML-25M's shape.
+    n_factors : int
+        Rank of the planted preferences.
+    noise : float
+        Standard deviation of the Gaussian noise before rounding to half stars.
+    exponent : float
+        Power-law exponent of user activity and film popularity (0 = uniform).
+    seed : int
+        Same seed, same data.
+
+    Examples
+    --------
+    >>> data = planted_ratings(n_users=50, n_items=40, n_ratings=500, seed=0)
+    >>> data.ratings.columns.tolist()
+    ['user', 'item', 'rating', 'timestamp']
+    """
+    if min(n_users, n_items, n_ratings, n_factors) < 1:
+        raise ValueError("n_users, n_items, n_ratings and n_factors must all be at least 1.")
+    if n_ratings > n_users * n_items // 2:
+        raise ValueError(
+            f"{n_ratings:,} ratings do not fit in {n_users:,} users × {n_items:,} items at "
+            "under 50% density; ask for fewer ratings or more users/items."
+        )
+    rng = np.random.default_rng(seed)
+    keys = _sample_pairs(n_users, n_items, n_ratings, rng, exponent)
+    user, item = np.divmod(keys, n_items)
+    scale = (0.8**2 / n_factors) ** 0.25  # p·q then has a standard deviation of about 0.8
+    p = rng.normal(0, scale, (n_users, n_factors)).astype(np.float32)
+    q = rng.normal(0, scale, (n_items, n_factors)).astype(np.float32)
+    bu = rng.normal(0, 0.35, n_users).astype(np.float32)
+    bi = rng.normal(0, 0.45, n_items).astype(np.float32)
+    mean = 3.5
+    rating = np.empty(n_ratings, dtype=np.float32)
+    sq_err = 0.0
+    for start in range(0, n_ratings, _CHUNK):  # chunks keep the (chunk, k) gathers small
+        u, i = user[start:start + _CHUNK], item[start:start + _CHUNK]
+        clean = mean + bu[u] + bi[i] + np.einsum("nk,nk->n", p[u], q[i])
+        noisy = clean + rng.normal(0, noise, len(u)).astype(np.float32)
+        stars = np.clip(np.round(noisy * 2) / 2, 0.5, 5.0)
+        rating[start:start + len(u)] = stars
+        sq_err += float(np.sum((stars - clean) ** 2))
+    timestamp = rng.integers(789_652_009, 1_574_327_703, n_ratings, dtype=np.int64)
+    ratings = pd.DataFrame({"user": (user + 1).astype(np.int32), "item": (item + 1).astype(np.int32),
+                            "rating": rating, "timestamp": timestamp})
+    return PlantedRatings(ratings, p, q, bu, bi, mean, float(np.sqrt(sq_err / n_ratings)))
+
+
+def write_ratings_csv(ratings: pd.DataFrame, path) -> None:
+    """Write ratings in ML-25M's ``ratings.csv`` layout (``userId,movieId,rating,timestamp``)."""
+    out = ratings[["user", "item", "rating", "timestamp"]].rename(
+        columns={"user": "userId", "item": "movieId"})
+    out.to_csv(path, index=False, float_format="%.1f")

@@ -1,0 +1,89 @@
+"""Training loops that need no framework: shuffled index slices of whole tensors.
+
+This is the plain PyTorch loop the from-scratch chapters build by hand; later
+chapters import it instead of copying it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["fit_plain"]
+
+_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+
+
+def _check(x: torch.Tensor, y: torch.Tensor) -> None:
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"x must have shape (n, 2) of (user index, item index), got {tuple(x.shape)}.")
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} rows but y has {len(y)}; they must be aligned.")
+    if len(x) == 0:
+        raise ValueError("cannot train on zero ratings.")
+    if not torch.isfinite(y).all():
+        raise ValueError("y holds NaN or infinite ratings; drop or fill them before training.")
+
+
+def fit_plain(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epochs: int = 5,
+    lr: float = 0.01,
+    bs: int | None = None,
+    wd: float = 0.0,
+    optimizer: str = "sgd",
+    seed: int = 0,
+) -> list[float]:
+    """Train ``model`` on ``(x, y)`` with mean squared error; return the loss of each epoch.
+
+    Each epoch shuffles the row order and walks it in slices of ``bs`` rows
+    (``None``: the whole data in one step, i.e. full-batch gradient descent).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps ``(B, 2)`` index pairs to ``(B,)`` predictions.
+    x, y : Tensor
+        ``(n, 2)`` long indices and ``(n,)`` float ratings, on the model's device.
+    epochs, lr, bs : int, float, int or None
+        Passes over the data, learning rate, batch size.
+    wd : float
+        L2 penalty passed to the optimiser as ``weight_decay``.
+    optimizer : {"sgd", "adam"}
+        Plain SGD or Adam.
+    seed : int
+        Seeds the shuffling, so two runs see the same batches.
+
+    Returns
+    -------
+    list of float
+        Mean training loss of each epoch (averaged over its batches, weighted by size).
+    """
+    _check(x, y)
+    if optimizer not in _OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}.")
+    opt = _OPTIMIZERS[optimizer](model.parameters(), lr=lr, weight_decay=wd)
+    generator = torch.Generator().manual_seed(seed)
+    n = len(x)
+    bs = n if bs is None else bs
+    losses = []
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=generator).to(x.device)
+        total = 0.0
+        for start in range(0, n, bs):
+            rows = order[start:start + bs]
+            loss = nn.functional.mse_loss(model(x[rows]), y[rows])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(rows)
+        losses.append(total / n)
+        if not math.isfinite(losses[-1]):
+            raise FloatingPointError(
+                f"the loss became {losses[-1]} in epoch {epoch + 1}; lower the learning rate."
+            )
+    return losses

@@ -1,0 +1,143 @@
+import numpy as np
+import pytest
+import torch
+from fastai.collab import EmbeddingDotBias
+from fastai.layers import sigmoid_range as fastai_sigmoid_range
+
+from cfcourse.metrics import align_linear, linear_recovery_r2, mae, rmse
+from cfcourse.models import (
+    DotProduct,
+    DotProductBias,
+    DotProductBiasParams,
+    create_params,
+    sigmoid_range,
+)
+from cfcourse.train import fit_plain
+
+X = torch.tensor([[0, 0], [1, 2], [2, 1], [0, 3]])
+
+
+def test_sigmoid_range_matches_fastai():
+    x = torch.linspace(-10, 10, 41)
+    assert torch.allclose(sigmoid_range(x, 0, 5.5), fastai_sigmoid_range(x, 0, 5.5))
+
+
+def test_dot_product_by_hand():
+    model = DotProduct(3, 4, n_factors=2)
+    with torch.no_grad():
+        model.user_factors.weight.copy_(torch.tensor([[1.0, 2.0], [0.0, 1.0], [3.0, -1.0]]))
+        model.item_factors.weight.copy_(torch.tensor([[1.0, 1.0], [2.0, 0.0], [0.5, 4.0],
+                                                      [-1.0, 1.0]]))
+    assert model(X).tolist() == [3.0, 4.0, 6.0, 1.0]
+
+
+@pytest.mark.parametrize("cls", [DotProduct, DotProductBias, DotProductBiasParams])
+def test_outputs_stay_inside_y_range(cls):
+    model = cls(3, 4, n_factors=5, y_range=(0, 5.5))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1000)  # push pre-activations far out
+    out = model(X)
+    assert out.shape == (4,) and (out >= 0).all() and (out <= 5.5).all()
+
+
+def test_bias_model_matches_fastai_embedding_dot_bias():
+    ours = DotProductBias(5, 6, n_factors=3, y_range=(0, 5.5))
+    theirs = EmbeddingDotBias(3, 5, 6, y_range=(0, 5.5))
+    with torch.no_grad():
+        theirs.u_weight.weight.copy_(ours.user_factors.weight)
+        theirs.i_weight.weight.copy_(ours.item_factors.weight)
+        theirs.u_bias.weight.copy_(ours.user_bias.weight)
+        theirs.i_bias.weight.copy_(ours.item_bias.weight)
+    x = torch.tensor([[0, 0], [4, 5], [2, 3]])
+    assert torch.allclose(ours(x), theirs(x).view(-1), atol=1e-6)
+
+
+def test_parameter_version_equals_embedding_version():
+    emb = DotProductBias(5, 6, n_factors=3)
+    par = DotProductBiasParams(5, 6, n_factors=3)
+    with torch.no_grad():
+        par.user_factors.copy_(emb.user_factors.weight)
+        par.item_factors.copy_(emb.item_factors.weight)
+        par.user_bias.copy_(emb.user_bias.weight[:, 0])
+        par.item_bias.copy_(emb.item_bias.weight[:, 0])
+    x = torch.tensor([[0, 0], [4, 5], [2, 3]])
+    assert torch.allclose(emb(x), par(x))
+    x.requires_grad_(False)
+    emb(x).sum().backward()
+    par(x).sum().backward()
+    assert torch.allclose(emb.user_factors.weight.grad, par.user_factors.grad)
+
+
+def test_create_params_registers_small_values():
+    p = create_params((100, 10))
+    assert isinstance(p, torch.nn.Parameter) and p.requires_grad
+    assert 0.005 < p.std().item() < 0.02
+
+
+def planted(n_users=40, n_items=30, k=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    P, Q = torch.randn(n_users, k, generator=g), torch.randn(n_items, k, generator=g)
+    users, items = torch.meshgrid(torch.arange(n_users), torch.arange(n_items), indexing="ij")
+    x = torch.stack([users.reshape(-1), items.reshape(-1)], dim=1)
+    return x, (P[x[:, 0]] * Q[x[:, 1]]).sum(1)
+
+
+def test_fit_plain_learns_and_repeats():
+    x, y = planted()
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = DotProduct(40, 30, n_factors=2)
+        runs.append(fit_plain(model, x, y, epochs=30, lr=0.05, bs=64, optimizer="adam", seed=1))
+    assert runs[0] == runs[1], "same seed, same batches, same losses"
+    assert runs[0][-1] < 0.05 * runs[0][0]
+
+
+def test_fit_plain_weight_decay_shrinks_factors():
+    x, y = planted()
+    norms = []
+    for wd in (0.0, 0.1):
+        torch.manual_seed(0)
+        model = DotProduct(40, 30, n_factors=2)
+        fit_plain(model, x, y, epochs=20, lr=0.05, bs=128, wd=wd, optimizer="adam")
+        norms.append(model.user_factors.weight.norm().item())
+    assert norms[1] < norms[0]
+
+
+@pytest.mark.parametrize("x,y,kwargs,match", [
+    (torch.zeros(3, 3, dtype=torch.long), torch.zeros(3), {}, "shape"),
+    (torch.zeros(3, 2, dtype=torch.long), torch.zeros(2), {}, "aligned"),
+    (torch.zeros(0, 2, dtype=torch.long), torch.zeros(0), {}, "zero ratings"),
+    (torch.zeros(2, 2, dtype=torch.long), torch.tensor([1.0, float("nan")]), {}, "NaN"),
+    (torch.zeros(2, 2, dtype=torch.long), torch.zeros(2), {"optimizer": "lbfgs"}, "one of"),
+])
+def test_fit_plain_rejects_bad_input(x, y, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fit_plain(DotProduct(2, 2, 2), x, y, **kwargs)
+
+
+def test_fit_plain_stops_on_divergence():
+    x, y = planted()
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        fit_plain(DotProduct(40, 30, n_factors=2), x, y * 100, epochs=50, lr=1e4)
+
+
+def test_rmse_and_mae_by_hand():
+    assert rmse([1, 2, 3], [1, 2, 5]) == pytest.approx(np.sqrt(4 / 3))
+    assert mae([1, 2, 3], [2, 2, 5]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="aligned"):
+        rmse([1, 2], [1])
+    with pytest.raises(ValueError, match="empty"):
+        mae([], [])
+
+
+def test_linear_recovery_sees_through_an_invertible_map():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(60, 3))
+    mixed = truth @ rng.normal(size=(3, 3)) + 5.0
+    assert linear_recovery_r2(mixed, truth) == pytest.approx(1.0)
+    assert np.allclose(align_linear(mixed, truth), truth)
+    assert linear_recovery_r2(rng.normal(size=(60, 3)), truth) < 0.3
+    with pytest.raises(ValueError, match="same number of rows"):
+        linear_recovery_r2(truth[:5], truth)
