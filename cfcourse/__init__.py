@@ -1,11 +1,29 @@
 """cfcourse: the tested companion package of *Collaborative Filtering: from a pizza to
 25 million ratings*.
 
-Modules, bottom layer first: :mod:`cfcourse.env` (scale, device, seeding),
-:mod:`cfcourse.data` (MovieLens, splits, generated worlds), :mod:`cfcourse.models`,
-:mod:`cfcourse.train`, :mod:`cfcourse.metrics`, :mod:`cfcourse.widgets` and
-:mod:`cfcourse.plots`.
+The public API::
+
+    import cfcourse
+    model = cfcourse.fit(train_df)          # kind="dot_bias" (default) or "nn"
+    model.predict(valid_df)                 # numpy array aligned with the rows
+    model.recommend(user, k=10)             # item, title, score; rated items excluded
+    model.similar_items(item, k=10)
+    model.save(path); cfcourse.load(path)   # arrays and JSON only, no pickle
+
+Modules, bottom layer first: :mod:`cfcourse.env`, :mod:`cfcourse.data`,
+:mod:`cfcourse.models`, :mod:`cfcourse.train` and :mod:`cfcourse.sparse`,
+then :mod:`cfcourse.recommender`, :mod:`cfcourse.metrics`, :mod:`cfcourse.widgets`
+and :mod:`cfcourse.plots`.
 """
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["__version__", "fit", "load", "Recommender"]
+
+
+def __getattr__(name):
+    # The API pulls in torch; importing it lazily keeps `import cfcourse` instant.
+    if name in ("fit", "load", "Recommender"):
+        from cfcourse import recommender
+
+        return getattr(recommender, name)
+    raise AttributeError(f"module 'cfcourse' has no attribute {name!r}")

@@ -12,6 +12,7 @@ from torch import nn
 
 __all__ = [
     "sigmoid_range", "create_params", "DotProduct", "DotProductBias", "DotProductBiasParams",
+    "emb_sz_rule", "CollabNN",
 ]
 
 INIT_STD = 0.01  # small random factors: every prediction starts near the middle of y_range
@@ -109,3 +110,44 @@ class DotProductBiasParams(nn.Module):
         users, items = x[:, 0], x[:, 1]
         dot = (self.user_factors[users] * self.item_factors[items]).sum(dim=1)  # (B,)
         return _squash(dot + self.user_bias[users] + self.item_bias[items], self.y_range)
+
+
+def emb_sz_rule(n_categories: int) -> int:
+    """fastai's rule of thumb for an embedding's width: ``min(600, round(1.6 * n ** 0.56))``."""
+    return min(600, round(1.6 * n_categories**0.56))
+
+
+class CollabNN(nn.Module):
+    r"""A neural network on concatenated user and item embeddings.
+
+    .. math:: \hat r_{ui} = \sigma_{[a,b]}\big(\mathrm{MLP}([e_u ; e_i])\big)
+
+    Unlike the dot product, the embeddings may have different widths
+    (by default :func:`emb_sz_rule` of each vocabulary) and the network may learn
+    interactions a dot product cannot express.
+
+    Examples
+    --------
+    >>> model = CollabNN(n_users=10, n_items=20, layers=(8,))
+    >>> model(torch.tensor([[0, 1], [9, 19]])).shape
+    torch.Size([2])
+    """
+
+    def __init__(self, n_users: int, n_items: int, user_sz: int | None = None,
+                 item_sz: int | None = None, layers: tuple[int, ...] = (100,),
+                 dropout: float = 0.0, y_range: tuple[float, float] | None = (0, 5.5)):
+        super().__init__()
+        user_sz = user_sz or emb_sz_rule(n_users)
+        item_sz = item_sz or emb_sz_rule(n_items)
+        self.user_factors = _embedding(n_users, user_sz)
+        self.item_factors = _embedding(n_items, item_sz)
+        blocks, width = [], user_sz + item_sz
+        for size in layers:
+            blocks += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        self.layers = nn.Sequential(*blocks, nn.Linear(width, 1))
+        self.y_range = y_range
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        embs = torch.cat([self.user_factors(x[:, 0]), self.item_factors(x[:, 1])], dim=1)
+        return _squash(self.layers(embs)[:, 0], self.y_range)  # (B,)

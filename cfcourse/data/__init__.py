@@ -4,6 +4,7 @@
 """
 
 from cfcourse.data.catalog import DATASETS
+from cfcourse.data.checks import IdIndex, validate_ratings
 from cfcourse.data.download import DownloadError, UnsafeArchiveError
 from cfcourse.data.sources import DataNotFoundError, cache_dir, locate
 from cfcourse.data.movielens import (
@@ -24,6 +25,7 @@ from cfcourse.data.split import random_split
 from cfcourse.data.synthetic import ML25M_SHAPE, PlantedRatings, planted_ratings, write_ratings_csv
 
 __all__ = [
+    "IdIndex", "validate_ratings",
     "DATASETS", "DownloadError", "UnsafeArchiveError", "DataNotFoundError", "cache_dir", "locate",
     "MalformedFileError", "load_items", "load_movielens", "load_ratings", "load_users",
     "QUALITIES", "PizzaWorld", "enjoyment", "favourite_pizzas", "make_pizza_world", "random_split",

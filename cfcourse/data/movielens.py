@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cfcourse.data.columnar import read_columnar, write_columnar
 from cfcourse.data.sources import Located, locate
 
 __all__ = ["load_movielens", "load_ratings", "load_items", "load_users", "MalformedFileError"]
@@ -60,16 +61,19 @@ def _first_bad_line(raw: bytes, sep: str, n_fields: int, header: bool) -> tuple[
     return 0, ""
 
 
-def _parse_ratings(raw: bytes, sep: str, header: bool, source: Path) -> pd.DataFrame:
-    if sep == "::":  # the C parser takes one-character separators only
-        raw, sep = raw.replace(b"::", b"\t"), "\t"
+def _parse_ratings(source: Path, sep: str, header: bool) -> pd.DataFrame:
+    """Parse a ratings file with explicit dtypes; a bad line raises naming its number."""
     try:
-        df = pd.read_csv(io.BytesIO(raw), sep=sep, header=0 if header else None,
+        if sep == "::":  # the C parser takes one-character separators only
+            handle = io.BytesIO(source.read_bytes().replace(b"::", b"\t"))
+        else:
+            handle = source
+        df = pd.read_csv(handle, sep="\t" if sep == "::" else sep, header=0 if header else None,
                          names=list(RATING_DTYPES), dtype=RATING_DTYPES, engine="c")
         if df["rating"].isna().any():
             raise ValueError("missing rating")
     except (ValueError, pd.errors.ParserError):
-        number, line = _first_bad_line(raw, sep, 4, header)
+        number, line = _first_bad_line(source.read_bytes(), sep, 4, header)
         raise MalformedFileError(
             f"{source}, line {number}: {line[:80]!r} is not 'user{sep}item{sep}rating{sep}"
             "timestamp' with numbers. The file is damaged or in another format: delete it "
@@ -107,7 +111,14 @@ def _ratings(where: Located) -> pd.DataFrame:
     sep, header, name = {"100k": ("\t", False, "u.data"), "dat": ("::", False, "ratings.dat"),
                          "csv": (",", True, "ratings.csv")}[where.layout]
     source = where.folder / name
-    return _parse_ratings(source.read_bytes(), sep, header, source)
+    if where.layout == "100k":  # small: parsing is as fast as reading a cache
+        return _parse_ratings(source, sep, header)
+    cached = read_columnar(source, RATING_DTYPES)
+    if cached is not None:
+        return cached
+    df = _parse_ratings(source, sep, header)
+    write_columnar(source, df)
+    return df
 
 
 def _with_year(title: pd.Series, year: pd.Series) -> pd.DataFrame:

@@ -1,0 +1,128 @@
+"""Validation at the boundary: one clear error per problem, naming the value and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["validate_ratings", "IdIndex"]
+
+_RENAMES = {"userId": "user", "user_id": "user", "movieId": "item", "item_id": "item",
+            "movie": "item", "score": "rating", "stars": "rating"}
+
+
+def validate_ratings(
+    df: pd.DataFrame,
+    columns: Sequence[str] = ("user", "item", "rating"),
+    rating_range: tuple[float, float] | None = (0.5, 5.0),
+    allow_duplicates: bool = False,
+    allow_empty: bool = False,
+) -> None:
+    """Raise a clear ``ValueError`` if ``df`` is not a usable ratings frame.
+
+    Checks, in order: it is a non-empty DataFrame; it has ``columns``; ``rating``
+    is numeric, with no NaN, inside ``rating_range`` (``None`` skips the range);
+    ids have no NaN; and (unless ``allow_duplicates``) each (user, item) pair
+    appears once. An empty frame is an error unless ``allow_empty``.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame of ratings, got {type(df).__name__}.")
+    if len(df) == 0 and not allow_empty:
+        raise ValueError("the ratings frame is empty; there is nothing to learn from.")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        hints = {k: v for k, v in _RENAMES.items() if k in df.columns and v in missing}
+        fix = (f" Rename them: df.rename(columns={hints})" if hints
+               else f" The frame has {list(df.columns)}.")
+        raise ValueError(f"the ratings frame lacks column(s) {missing}.{fix}")
+    if "rating" in columns:
+        rating = df["rating"]
+        if not pd.api.types.is_numeric_dtype(rating):
+            raise ValueError(
+                f"'rating' holds {rating.dtype} values (e.g. {rating.iloc[0]!r}), not numbers; "
+                "convert with pd.to_numeric(df['rating'])."
+            )
+        bad = rating.isna().to_numpy()
+        if bad.any():
+            raise ValueError(f"'rating' has {bad.sum()} NaN value(s), first at row "
+                             f"{np.flatnonzero(bad)[0]}; drop or fill them before fitting.")
+        if rating_range is not None:
+            low, high = rating_range
+            outside = ~rating.between(low, high).to_numpy()
+            if outside.any():
+                row = np.flatnonzero(outside)[0]
+                raise ValueError(
+                    f"rating {rating.iloc[row]} at row {row} is outside {low}-{high} "
+                    f"({outside.sum()} such rows); fix the data or pass rating_range."
+                )
+    for name in [c for c in ("user", "item") if c in columns]:
+        if df[name].isna().any():
+            raise ValueError(f"'{name}' has {df[name].isna().sum()} missing id(s); drop those rows.")
+    if not allow_duplicates and {"user", "item"} <= set(columns):
+        dup = df.duplicated(["user", "item"]).to_numpy()
+        if dup.any():
+            row = df.iloc[np.flatnonzero(dup)[0]]
+            raise ValueError(
+                f"{dup.sum()} duplicate (user, item) pair(s), e.g. user {row['user']} and item "
+                f"{row['item']}; keep one rating per pair, e.g. "
+                "df.groupby(['user', 'item'], as_index=False)['rating'].mean()."
+            )
+
+
+class IdIndex:
+    """Maps raw ids (users or items) to positions ``0..n-1`` and back.
+
+    Parameters
+    ----------
+    ids : array-like
+        The ids seen in training; duplicates are fine.
+    name : str
+        ``"user"`` or ``"item"``: used in error messages.
+
+    Examples
+    --------
+    >>> index = IdIndex([30, 10, 20, 10], name="item")
+    >>> index.encode([10, 30]).tolist()
+    [0, 2]
+    >>> index.decode([1]).tolist()
+    [20]
+    """
+
+    def __init__(self, ids, name: str = "user"):
+        self.ids_ = np.unique(np.asarray(ids))
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.ids_)
+
+    def __repr__(self) -> str:
+        return f"IdIndex({len(self)} {self.name}s)"
+
+    def __contains__(self, id_) -> bool:
+        return bool(self.known(np.asarray([id_]))[0])
+
+    def known(self, ids) -> np.ndarray:
+        """Boolean mask: which of ``ids`` were seen in training."""
+        ids = np.asarray(ids)
+        pos = np.searchsorted(self.ids_, ids).clip(0, max(len(self) - 1, 0))
+        return (len(self) > 0) & (self.ids_[pos] == ids)
+
+    def encode(self, ids, unknown: str = "raise") -> np.ndarray:
+        """Positions of ``ids``; an unknown id raises ``KeyError`` (or gives -1 with ``unknown="ignore"``)."""
+        ids = np.asarray(ids)
+        mask = self.known(ids)
+        if not mask.all() and unknown == "raise":
+            first = ids[~mask][0]
+            first = first.item() if isinstance(first, np.generic) else first
+            raise KeyError(
+                f"{self.name} {first!r} is not in the training data ({(~mask).sum()} unknown "
+                f"{self.name} id(s) in this call); it may only be in the validation split. "
+                f"Drop those rows, or use a fallback for unknown {self.name}s."
+            )
+        return np.where(mask, np.searchsorted(self.ids_, ids), -1).astype(np.int64)
+
+    def decode(self, positions) -> np.ndarray:
+        """The raw ids at ``positions``."""
+        return self.ids_[np.asarray(positions)]

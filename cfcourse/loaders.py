@@ -1,0 +1,200 @@
+"""fastai ``DataLoaders`` built from the course's own train/validation split.
+
+fastai's ``CollabDataLoaders.from_df`` draws its own random split. Chapters compare
+models on *one* split (:func:`cfcourse.data.random_split`), so this module builds the
+same kind of ``DataLoaders`` from a given ``(train, valid)`` pair instead:
+
+- :func:`collab_dataloaders`: fastai's own pipeline (pandas rows, per-batch collation);
+- :func:`tensor_dataloaders`: the fast path. Ratings become three tensors once; an
+  epoch is a shuffled permutation walked in slices, with no per-row or per-batch
+  pandas work, and the tensors can live on the GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+from fastai.collab import TabularCollab
+from fastai.callback.core import Callback
+from fastai.data.core import DataLoaders
+from fastai.data.block import TransformBlock
+from fastai.tabular.core import Categorify
+
+from cfcourse.data.checks import validate_ratings
+
+__all__ = ["collab_dataloaders", "tensor_dataloaders", "TensorLoader", "TensorDataLoaders",
+           "RowL2"]
+
+
+def collab_dataloaders(
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    bs: int = 64,
+    item_name: str = "item",
+    seed: int | None = 42,
+    **kwargs,
+):
+    """fastai ``DataLoaders`` whose training and validation sets are exactly ``train`` and ``valid``.
+
+    Users and items are categorified as fastai does (vocabulary from the training
+    rows; an id seen only in ``valid`` becomes ``#na#``), so ``collab_learner``,
+    ``Learner``, ``dls.classes`` and the interpretation helpers all work.
+
+    Parameters
+    ----------
+    train, valid : DataFrame
+        Columns ``user``, ``rating`` and ``item_name`` (``"item"``, or ``"title"``
+        to speak in film titles).
+    bs : int
+        Batch size.
+    seed : int or None
+        Seeds the shuffling of the training batches.
+    **kwargs
+        Passed on to fastai's ``TabularPandas.dataloaders`` (e.g. ``device``).
+    """
+    for part, name in ((train, "train"), (valid, "valid")):
+        try:
+            validate_ratings(part, columns=("user", item_name, "rating"), allow_duplicates=True)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
+    if seed is not None:
+        from fastai.torch_core import set_seed
+
+        set_seed(seed)
+    frame = pd.concat([train[["user", item_name, "rating"]], valid[["user", item_name, "rating"]]],
+                      ignore_index=True)
+    splits = (list(range(len(train))), list(range(len(train), len(frame))))
+    tabular = TabularCollab(frame, [Categorify], ["user", item_name], y_names=["rating"],
+                            y_block=TransformBlock(), splits=splits)
+    return tabular.dataloaders(bs=bs, **kwargs)
+
+
+class TensorLoader:
+    """Batches ``(x[rows], y[rows])`` from whole tensors, ``rows`` a slice of a permutation.
+
+    Enough of fastai's ``DataLoader`` interface for ``Learner``: iteration, ``len``,
+    ``n``, ``bs``, ``device``, ``to(device)`` and ``new(shuffle=..., drop_last=...)``.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, bs: int = 4096, shuffle: bool = False,
+                 drop_last: bool = False, seed: int | None = None):
+        if bs < 1:
+            raise ValueError(f"bs must be a positive batch size, got {bs}.")
+        self.x, self.y, self.bs = x, y, bs
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def __len__(self) -> int:
+        return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
+
+    def __iter__(self):
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=self._generator).to(self.device)
+        else:
+            order = None
+        for b in range(len(self)):
+            if order is None:
+                yield self.x[b * self.bs:(b + 1) * self.bs], self.y[b * self.bs:(b + 1) * self.bs]
+            else:
+                rows = order[b * self.bs:(b + 1) * self.bs]
+                yield self.x[rows], self.y[rows]
+
+    def to(self, device) -> TensorLoader:
+        self.x, self.y = self.x.to(device), self.y.to(device)
+        return self
+
+    def new(self, shuffle: bool | None = None, drop_last: bool | None = None, **kwargs):
+        """A loader over the same tensors with other settings (fastai's ``get_preds`` calls it)."""
+        return TensorLoader(self.x, self.y, kwargs.get("bs", self.bs),
+                            self.shuffle if shuffle is None else shuffle,
+                            self.drop_last if drop_last is None else drop_last, self.seed)
+
+
+class TensorDataLoaders(DataLoaders):
+    """fastai ``DataLoaders`` of two :class:`TensorLoader`, carrying ``classes`` and ``cat_names``
+
+    so that ``collab_learner``, ``get_emb_sz`` and the interpretation helpers work.
+    """
+
+    def __init__(self, train: TensorLoader, valid: TensorLoader, classes: dict, device=None):
+        super().__init__(train, valid, device=device)
+        self.classes = classes
+        self.cat_names = list(classes)
+
+
+def _codes(values: pd.Series, vocab: np.ndarray) -> np.ndarray:
+    return np.searchsorted(vocab, values.to_numpy()) + 1  # position 0 is fastai's "#na#"
+
+
+def tensor_dataloaders(train: pd.DataFrame, valid: pd.DataFrame, bs: int = 4096,
+                       item_name: str = "item", device=None, seed: int | None = 42,
+                       valid_bs: int | None = None) -> TensorDataLoaders:
+    """Fast fastai ``DataLoaders``: whole tensors, shuffled index slices, optionally on the GPU.
+
+    The vocabulary of users and items comes from ``train`` *and* ``valid``, so an id
+    seen only in validation has its own (untrained) row instead of raising fastai's
+    "not in the training data" error. As in fastai, class 0 is ``"#na#"``.
+
+    Parameters
+    ----------
+    train, valid : DataFrame
+        Columns ``user``, ``rating`` and ``item_name``.
+    bs : int
+        Training batch size; validation uses ``valid_bs`` (default ``4 * bs``).
+    device : torch.device or str, optional
+        Where the tensors live (e.g. ``"cuda"``); default CPU.
+    seed : int or None
+        Seeds the shuffling of training batches.
+    """
+    for part, name in ((train, "train"), (valid, "valid")):
+        try:
+            validate_ratings(part, columns=("user", item_name, "rating"), allow_duplicates=True,
+                             allow_empty=name == "valid")
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
+    both = pd.concat([train[["user", item_name]], valid[["user", item_name]]])
+    vocab = {"user": np.unique(both["user"].to_numpy()),
+             item_name: np.unique(both[item_name].to_numpy())}
+
+    def tensors(df):
+        x = np.stack([_codes(df["user"], vocab["user"]), _codes(df[item_name], vocab[item_name])],
+                     axis=1)
+        return (torch.as_tensor(x, dtype=torch.long),
+                torch.tensor(df["rating"].to_numpy(dtype=np.float32)).view(-1, 1))
+
+    train_dl = TensorLoader(*tensors(train), bs=bs, shuffle=True, drop_last=False, seed=seed)
+    valid_dl = TensorLoader(*tensors(valid), bs=valid_bs or 4 * bs)
+    classes = {name: ["#na#"] + list(v) for name, v in vocab.items()}
+    dls = TensorDataLoaders(train_dl, valid_dl, classes)
+    return dls.to(device) if device is not None else dls
+
+
+class RowL2(Callback):
+    """Add L2 on the rows a batch looked up to fastai's loss (for sparse embeddings).
+
+    fastai's ``wd`` decays *every* weight at every step; with ``nn.Embedding(sparse=True)``
+    and ``SparseAdam`` that would touch all rows. This callback instead adds
+    ``model.penalty(xb, reg, reg_bias)`` (see :class:`cfcourse.sparse.SparseDotBias`) to the
+    loss before the backward pass, so gradients, and updates, stay row-sparse.
+    """
+
+    order = 0
+
+    def __init__(self, reg: float = 0.1, reg_bias: float = 0.01):
+        self.reg, self.reg_bias = reg, reg_bias
+
+    def after_loss(self):
+        if self.training:
+            self.learn.loss_grad = self.learn.loss_grad + self.learn.model.penalty(
+                self.learn.xb[0], self.reg, self.reg_bias)

@@ -1,0 +1,269 @@
+"""The public API: ``fit`` a recommender, then ``predict``, ``recommend``, ``save`` and ``load``.
+
+>>> import cfcourse
+>>> model = cfcourse.fit(train)                     # doctest: +SKIP
+>>> model.predict(valid)                            # doctest: +SKIP
+>>> model.recommend(user=42, k=10)                  # doctest: +SKIP
+
+Unknown-id policy: ``predict`` raises ``KeyError`` naming the first unknown user or
+item; with ``unknown="bias"`` it predicts ``mu + b_u + b_i`` using whichever
+biases are known (``mu`` alone for a pair of strangers). ``recommend`` and
+``similar_items`` always raise for an unknown id: there is nothing to rank from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cfcourse.baselines import BiasBaseline
+from cfcourse.data.checks import IdIndex, validate_ratings
+from cfcourse.models import CollabNN
+from cfcourse.sparse import SparseDotBias, fit_sparse
+from cfcourse.train import fit_plain
+
+__all__ = ["fit", "load", "Recommender", "DEFAULTS"]
+
+# Chosen on ML-100k (see benchmarks/RESULTS.md): the best model the course has, fast on a CPU.
+DEFAULTS = {
+    "dot_bias": {"n_factors": 128, "epochs": 20, "lr": 0.01, "bs": 1024, "reg": 0.1,
+                 "reg_bias": 0.01},
+    "nn": {"layers": [100, 50], "dropout": 0.1, "epochs": 5, "lr": 3e-3, "bs": 1024, "wd": 0.01},
+}
+_FORMAT = "cfcourse-recommender-1"
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise ValueError(f"k must be a positive integer number of results, got {k!r}.")
+    return int(k)
+
+
+def _rated_lists(users: np.ndarray, items: np.ndarray, n_users: int):
+    """CSR-style lists of the items each user rated: (indptr, indices)."""
+    order = np.lexsort((items, users))
+    indptr = np.searchsorted(users[order], np.arange(n_users + 1))
+    return indptr.astype(np.int64), items[order].astype(np.int64)
+
+
+@dataclass
+class Recommender:
+    """A fitted recommender. Build it with :func:`fit` or :func:`load`, not directly."""
+
+    kind: str
+    options: dict
+    users: IdIndex
+    items: IdIndex
+    model: torch.nn.Module
+    rated_indptr: np.ndarray
+    rated_indices: np.ndarray
+    titles: dict = field(default_factory=dict)
+    history_: list = field(default_factory=list)
+    fallback_user_bias: np.ndarray | None = None  # kind="nn" only: BiasBaseline's b_u
+    fallback_item_bias: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return (f"Recommender(kind={self.kind!r}, {len(self.users):,} users, "
+                f"{len(self.items):,} items)")
+
+    # -- scoring ---------------------------------------------------------------------------
+    def _bias_only(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
+        """mu + known biases, for the pairs where the full model cannot score."""
+        mean, user_bias, item_bias = self._biases()
+        out = np.full(len(u), mean, dtype=np.float32)
+        out += np.where(u >= 0, user_bias[np.maximum(u, 0)], 0)
+        out += np.where(i >= 0, item_bias[np.maximum(i, 0)], 0)
+        return out
+
+    def _biases(self):
+        """(mu, b_u, b_i): the model's own biases, or a BiasBaseline's for the NN."""
+        m = self.model
+        if isinstance(m, SparseDotBias):
+            return (float(m.mean), m.user_bias.weight[:, 0].detach().numpy(),
+                    m.item_bias.weight[:, 0].detach().numpy())
+        return self.options["_mean"], self.fallback_user_bias, self.fallback_item_bias
+
+    def _score_pairs(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(np.stack([u, i], axis=1), dtype=torch.long)
+        with torch.no_grad():
+            if isinstance(self.model, SparseDotBias):
+                return self.model.predict(x).numpy()
+            self.model.eval()
+            if not len(x):
+                return np.empty(0, dtype=np.float32)
+            out = torch.cat([self.model(x[s:s + 65536]) for s in range(0, len(x), 65536)])
+            return out.clamp(*self.options["_range"]).numpy()
+
+    def predict(self, df: pd.DataFrame, unknown: str = "raise") -> np.ndarray:
+        """Predicted ratings, aligned with the rows of ``df`` (columns ``user``, ``item``).
+
+        Parameters
+        ----------
+        unknown : {"raise", "bias"}
+            What to do with a user or item not seen in training: raise ``KeyError``
+            naming it, or fall back to the global mean plus the known bias.
+        """
+        if unknown not in ("raise", "bias"):
+            raise ValueError(f"unknown must be 'raise' or 'bias', got {unknown!r}.")
+        validate_ratings(df, columns=("user", "item"), allow_duplicates=True, allow_empty=True)
+        u = self.users.encode(df["user"].to_numpy(), unknown="ignore" if unknown == "bias" else "raise")
+        i = self.items.encode(df["item"].to_numpy(), unknown="ignore" if unknown == "bias" else "raise")
+        both = (u >= 0) & (i >= 0)
+        out = self._bias_only(u, i)
+        out[both] = self._score_pairs(u[both], i[both])
+        return out
+
+    def _title_frame(self, positions: np.ndarray, scores: np.ndarray, name: str) -> pd.DataFrame:
+        ids = self.items.decode(positions)
+        frame = pd.DataFrame({"item": ids})
+        if self.titles:
+            frame["title"] = [self.titles.get(int(x), "") for x in ids]
+        frame[name] = scores
+        return frame
+
+    def _item_scores(self, u: int) -> np.ndarray:
+        n = len(self.items)
+        return self._score_pairs(np.full(n, u), np.arange(n))
+
+    def recommend(self, user, k: int = 10, exclude_rated: bool = True) -> pd.DataFrame:
+        """The ``k`` items with the highest predicted rating for ``user``, best first.
+
+        Returns a DataFrame with ``item``, ``title`` (when titles were given at fit
+        time) and ``score``. Items the user rated in training are left out unless
+        ``exclude_rated=False``.
+        """
+        k = _check_k(k)
+        u = int(self.users.encode([user])[0])
+        scores = self._item_scores(u).astype(np.float64)
+        if exclude_rated:
+            scores[self.rated_indices[self.rated_indptr[u]:self.rated_indptr[u + 1]]] = -np.inf
+        k = min(k, int(np.isfinite(scores).sum()))
+        top = np.argpartition(-scores, k - 1)[:k] if k else np.empty(0, dtype=np.int64)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return self._title_frame(top, scores[top], "score")
+
+    def similar_items(self, item, k: int = 10) -> pd.DataFrame:
+        """The ``k`` items whose factor vectors have the highest cosine similarity to ``item``."""
+        k = _check_k(k)
+        i = int(self.items.encode([item])[0])
+        factors = self.model.item_factors.weight.detach().numpy()
+        norms = np.linalg.norm(factors, axis=1) + 1e-12
+        sims = factors @ factors[i] / (norms * norms[i])
+        sims[i] = -np.inf
+        k = min(k, len(sims) - 1)
+        top = np.argsort(-sims, kind="stable")[:k]
+        return self._title_frame(top, sims[top], "similarity")
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model to one ``.npz`` file (plain arrays and JSON; no pickle)."""
+        meta = {"format": _FORMAT, "kind": self.kind, "options": self.options,
+                "n_users": len(self.users), "n_items": len(self.items),
+                "title_ids": list(self.titles), "history": self.history_}
+        arrays = {f"state/{k}": v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        arrays.update(users=_plain(self.users.ids_), items=_plain(self.items.ids_),
+                      rated_indptr=self.rated_indptr,
+                      rated_indices=self.rated_indices,
+                      titles=np.array(list(self.titles.values()), dtype=str),
+                      fallback_user_bias=np.asarray(self._biases()[1]),
+                      fallback_item_bias=np.asarray(self._biases()[2]),
+                      meta=np.array(json.dumps(meta)))
+        tmp = f"{os.fspath(path)}.part.npz"
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+
+
+def _plain(ids: np.ndarray) -> np.ndarray:
+    """Ids as an array NumPy can store without pickle (strings instead of objects)."""
+    return ids.astype(str) if ids.dtype == object else ids
+
+
+def _build_model(kind: str, n_users: int, n_items: int, opts: dict, mean: float,
+                 y_range: tuple[float, float]) -> torch.nn.Module:
+    if kind == "dot_bias":
+        return SparseDotBias(n_users, n_items, opts["n_factors"], mean=mean, y_range=y_range)
+    return CollabNN(n_users, n_items, layers=tuple(opts["layers"]), dropout=opts["dropout"],
+                    y_range=(y_range[0], y_range[1] + 0.5))
+
+
+def _options(kind: str, given: dict) -> dict:
+    if kind not in DEFAULTS:
+        raise ValueError(f"kind must be one of {sorted(DEFAULTS)}, got {kind!r}.")
+    unknown = set(given) - set(DEFAULTS[kind])
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for kind={kind!r}; "
+                         f"valid ones: {sorted(DEFAULTS[kind])}.")
+    return {**DEFAULTS[kind], **given}
+
+
+def fit(ratings: pd.DataFrame, kind: str = "dot_bias", rating_range=(0.5, 5.0), seed: int = 0,
+        **options) -> Recommender:
+    """Fit a recommender on a ratings frame (columns ``user``, ``item``, ``rating``, optional ``title``).
+
+    Parameters
+    ----------
+    kind : {"dot_bias", "nn"}
+        ``"dot_bias"``: :math:`\\hat r_{ui} = \\mu + b_u + b_i + p_u\\cdot q_i`, trained with
+        row-sparse updates (:mod:`cfcourse.sparse`); the default and the course's best model.
+        ``"nn"``: :class:`~cfcourse.models.CollabNN`.
+    rating_range : (low, high) or None
+        Ratings outside it are an error (MovieLens: 0.5-5); predictions are clipped to it.
+        ``None`` accepts any finite rating and clips to the observed range.
+    seed : int
+        Same data, same seed, same model.
+    **options
+        Override :data:`DEFAULTS` for the kind (e.g. ``n_factors=64, epochs=10``).
+    """
+    opts = _options(kind, options)
+    validate_ratings(ratings, rating_range=rating_range)
+    users, items = IdIndex(ratings["user"].to_numpy(), "user"), IdIndex(ratings["item"].to_numpy(), "item")
+    u, i = users.encode(ratings["user"].to_numpy()), items.encode(ratings["item"].to_numpy())
+    y = torch.tensor(ratings["rating"].to_numpy(dtype=np.float32))
+    x = torch.as_tensor(np.stack([u, i], axis=1))
+    low, high = rating_range or (float(y.min()), float(y.max()))
+    mean = float(y.mean())
+    torch.manual_seed(seed)
+    model = _build_model(kind, len(users), len(items), opts, mean, (low, high))
+    if kind == "dot_bias":
+        history = fit_sparse(model, x, y, epochs=opts["epochs"], lr=opts["lr"], bs=opts["bs"],
+                             reg=opts["reg"], reg_bias=opts["reg_bias"], seed=seed)
+    else:
+        history = fit_plain(model, x, y, epochs=opts["epochs"], lr=opts["lr"], bs=opts["bs"],
+                            wd=opts["wd"], optimizer="adam", seed=seed)
+    titles = {}
+    if "title" in ratings.columns:
+        first = ratings.drop_duplicates("item")
+        titles = dict(zip(first["item"].astype(int), first["title"].astype(str)))
+    indptr, indices = _rated_lists(u, i, len(users))
+    fallback = BiasBaseline().fit(ratings) if kind == "nn" else None
+    return Recommender(kind, {**opts, "_mean": mean, "_range": [low, high]}, users, items, model,
+                       indptr, indices, titles, history,
+                       None if fallback is None else fallback.user_bias_,
+                       None if fallback is None else fallback.item_bias_)
+
+
+def load(path: str | os.PathLike) -> Recommender:
+    """Read a model written by :meth:`Recommender.save`. Loads arrays only (``allow_pickle=False``)."""
+    with np.load(path, allow_pickle=False) as data:
+        try:
+            meta = json.loads(str(data["meta"]))
+        except KeyError:
+            raise ValueError(f"{path} is not a cfcourse model file (no metadata).") from None
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"{path} has format {meta.get('format')!r}; expected {_FORMAT!r}.")
+        opts = meta["options"]
+        users, items = IdIndex(data["users"], "user"), IdIndex(data["items"], "item")
+        model = _build_model(meta["kind"], meta["n_users"], meta["n_items"], opts, opts["_mean"],
+                             tuple(opts["_range"]))
+        state = {k[len("state/"):]: torch.from_numpy(data[k]) for k in data.files
+                 if k.startswith("state/")}
+        model.load_state_dict(state)
+        titles = dict(zip(meta["title_ids"], data["titles"].tolist()))
+        return Recommender(meta["kind"], opts, users, items, model, data["rated_indptr"],
+                           data["rated_indices"], titles, meta["history"],
+                           data["fallback_user_bias"], data["fallback_item_bias"])

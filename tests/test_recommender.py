@@ -1,0 +1,195 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import cfcourse
+from cfcourse.data import planted_ratings, random_split
+from cfcourse.metrics import rmse
+from cfcourse.sparse import SparseDotBias, fit_sparse
+
+SMALL = {"epochs": 8, "n_factors": 8, "bs": 256, "lr": 0.02}
+
+
+@pytest.fixture(scope="module")
+def data():
+    planted = planted_ratings(n_users=120, n_items=80, n_ratings=4000, n_factors=4, noise=0.3,
+                              seed=0)
+    ratings = planted.ratings.assign(title=lambda d: "Film " + d["item"].astype(str))
+    train, valid = random_split(ratings, 0.1, seed=0)
+    return train, valid[valid["user"].isin(train["user"]) & valid["item"].isin(train["item"])]
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    return cfcourse.fit(data[0], **SMALL)
+
+
+def test_fit_learns_better_than_the_mean(data, model):
+    train, valid = data
+    baseline = rmse(np.full(len(valid), train["rating"].mean()), valid["rating"])
+    assert rmse(model.predict(valid), valid["rating"]) < 0.9 * baseline
+    assert model.history_[-1] < model.history_[0]
+    assert "120 users" in repr(model)
+
+
+def test_predict_is_aligned_with_rows_in_any_order(data, model):
+    valid = data[1]
+    forward = model.predict(valid)
+    shuffled = valid.sample(frac=1.0, random_state=1)
+    expected = pd.Series(forward, index=valid.index).loc[shuffled.index].to_numpy()
+    assert np.allclose(model.predict(shuffled), expected)
+    one_by_one = [model.predict(valid.iloc[[k]])[0] for k in range(5)]
+    assert np.allclose(one_by_one, forward[:5], atol=1e-6)
+    assert model.predict(valid.iloc[:0]).shape == (0,)
+
+
+def test_predictions_stay_in_rating_range(data, model):
+    out = model.predict(data[1])
+    assert out.min() >= 0.5 and out.max() <= 5.0
+
+
+def test_unknown_ids_raise_or_fall_back(model):
+    strangers = pd.DataFrame({"user": [1, 99999], "item": [99999, 1]})
+    with pytest.raises(KeyError, match="user 99999 is not in the training data"):
+        model.predict(strangers)
+    out = model.predict(strangers, unknown="bias")
+    mean, ub, ib = model._biases()
+    u1 = model.users.encode([1])[0]
+    i1 = model.items.encode([1])[0]
+    assert np.allclose(out, [mean + ub[u1], mean + ib[i1]], atol=1e-6)
+    with pytest.raises(ValueError, match="'raise' or 'bias'"):
+        model.predict(strangers, unknown="zero")
+
+
+def test_recommend_excludes_rated_and_is_sorted(data, model):
+    train = data[0]
+    user = int(train["user"].iloc[0])
+    recs = model.recommend(user, k=5)
+    assert list(recs.columns) == ["item", "title", "score"] and len(recs) == 5
+    assert recs["score"].is_monotonic_decreasing
+    assert not set(recs["item"]) & set(train.loc[train["user"] == user, "item"])
+    everything = model.recommend(user, k=1000, exclude_rated=False)
+    assert len(everything) == len(model.items)
+    assert np.isclose(everything["score"].iloc[0], model.predict(pd.DataFrame(
+        {"user": [user], "item": [everything["item"].iloc[0]]}))[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [0, -3, 2.5, True])
+def test_recommend_rejects_bad_k(model, k):
+    with pytest.raises(ValueError, match="positive integer"):
+        model.recommend(1, k=k)
+
+
+def test_recommend_unknown_user(model):
+    with pytest.raises(KeyError, match="user 424242"):
+        model.recommend(424242)
+
+
+def test_similar_items_by_cosine(model):
+    sims = model.similar_items(1, k=4)
+    assert len(sims) == 4 and 1 not in set(sims["item"])
+    factors = model.model.item_factors.weight.detach().numpy()
+    i, j = model.items.encode([1, sims["item"].iloc[0]])
+    expected = factors[i] @ factors[j] / np.linalg.norm(factors[i]) / np.linalg.norm(factors[j])
+    assert np.isclose(sims["similarity"].iloc[0], expected, atol=1e-5)
+
+
+def test_save_and_load_round_trip(tmp_path, data, model):
+    path = tmp_path / "model.npz"
+    model.save(path)
+    back = cfcourse.load(path)
+    assert np.allclose(back.predict(data[1]), model.predict(data[1]))
+    assert back.recommend(1, k=3).equals(model.recommend(1, k=3))
+    assert not list(tmp_path.glob("*.part*"))
+
+
+def test_load_refuses_pickles_and_foreign_files(tmp_path):
+    np.savez(tmp_path / "other.npz", a=np.arange(3))
+    with pytest.raises(ValueError, match="not a cfcourse model"):
+        cfcourse.load(tmp_path / "other.npz")
+    np.save(tmp_path / "evil.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError):
+        cfcourse.load(tmp_path / "evil.npy")
+
+
+def test_nn_kind_fits_predicts_and_round_trips(tmp_path, data):
+    model = cfcourse.fit(data[0], kind="nn", epochs=3, layers=[16], bs=256)
+    out = model.predict(data[1])
+    assert out.shape == (len(data[1]),) and out.min() >= 0.5 and out.max() <= 5.0
+    model.save(tmp_path / "nn.npz")
+    assert np.allclose(cfcourse.load(tmp_path / "nn.npz").predict(data[1]), out)
+    assert len(model.recommend(1, k=3)) == 3
+
+
+def test_string_ids_and_no_titles(tmp_path):
+    df = pd.DataFrame({"user": ["ann", "ann", "bob", "bob", "cy"], "item": ["x", "y", "x", "z", "y"],
+                       "rating": [5.0, 3.0, 4.0, 1.0, 2.0]})
+    model = cfcourse.fit(df, epochs=2, n_factors=2)
+    assert list(model.recommend("cy", k=2).columns) == ["item", "score"]
+    model.save(tmp_path / "s.npz")
+    assert cfcourse.load(tmp_path / "s.npz").recommend("cy", k=2)["item"].tolist() == \
+        model.recommend("cy", k=2)["item"].tolist()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"kind": "svd"}, "kind must be one of"),
+    ({"n_layers": 3}, "unknown option"),
+])
+def test_fit_rejects_bad_options(data, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cfcourse.fit(data[0], **kwargs)
+
+
+@pytest.mark.parametrize("frame,match", [
+    (pd.DataFrame({"userId": [1], "movieId": [2], "rating": [3.0]}), "lacks column"),
+    (pd.DataFrame({"user": [1, 1], "item": [2, 2], "rating": [3.0, 4.0]}), "duplicate"),
+    (pd.DataFrame({"user": [1], "item": [2], "rating": [np.nan]}), "NaN"),
+    (pd.DataFrame({"user": [1], "item": [2], "rating": [9.0]}), "outside"),
+    (pd.DataFrame({"user": [1], "item": [2], "rating": ["five"]}), "not numbers"),
+    (pd.DataFrame({"user": [], "item": [], "rating": []}), "empty"),
+])
+def test_fit_rejects_bad_frames(frame, match):
+    with pytest.raises(ValueError, match=match):
+        cfcourse.fit(frame)
+
+
+def test_fit_is_reproducible(data):
+    a = cfcourse.fit(data[0], seed=3, **SMALL).predict(data[1])
+    b = cfcourse.fit(data[0], seed=3, **SMALL).predict(data[1])
+    assert np.array_equal(a, b)
+
+
+def test_sparse_updates_touch_only_batch_rows():
+    model = SparseDotBias(50, 40, n_factors=4, mean=3.0)
+    before = model.user_factors.weight.detach().clone()
+    x = torch.tensor([[1, 2], [3, 4]])
+    fit_sparse(model, x, torch.tensor([5.0, 1.0]), epochs=1, bs=2, lr=0.1)
+    changed = (model.user_factors.weight != before).any(dim=1).nonzero().view(-1).tolist()
+    assert changed == [1, 3]
+
+
+def test_sparse_penalty_by_hand():
+    model = SparseDotBias(2, 2, n_factors=2, mean=0.0)
+    with torch.no_grad():
+        model.user_factors.weight.copy_(torch.tensor([[1.0, 2.0], [0.0, 0.0]]))
+        model.item_factors.weight.copy_(torch.tensor([[3.0, 0.0], [0.0, 0.0]]))
+        model.user_bias.weight.fill_(1.0)
+    x = torch.tensor([[0, 0]])
+    assert model(x).item() == pytest.approx(1.0 + 0.0 + 3.0)
+    assert model.penalty(x, reg=0.5, reg_bias=2.0).item() == pytest.approx(0.5 * 14 + 2.0 * 1)
+
+
+def test_fit_sparse_rejects_misaligned_input():
+    with pytest.raises(ValueError, match="aligned"):
+        fit_sparse(SparseDotBias(2, 2, 2), torch.zeros(3, 2, dtype=torch.long), torch.zeros(2))
+
+
+def test_nn_unknown_fallback_uses_baseline_biases(data):
+    from cfcourse.baselines import BiasBaseline
+
+    model = cfcourse.fit(data[0], kind="nn", epochs=1, layers=[8], bs=512)
+    base = BiasBaseline().fit(data[0])
+    strangers = pd.DataFrame({"user": [1, 777777], "item": [888888, 1]})
+    assert np.allclose(model.predict(strangers, unknown="bias"),
+                       base.predict(strangers, unknown="bias"), atol=1e-5)
