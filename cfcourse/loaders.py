@@ -17,16 +17,21 @@ import math
 import numpy as np
 import pandas as pd
 import torch
-from fastai.collab import TabularCollab
 from fastai.callback.core import Callback
-from fastai.data.core import DataLoaders
+from fastai.collab import TabularCollab
 from fastai.data.block import TransformBlock
+from fastai.data.core import DataLoaders
 from fastai.tabular.core import Categorify
 
 from cfcourse.data.checks import validate_ratings
 
-__all__ = ["collab_dataloaders", "tensor_dataloaders", "TensorLoader", "TensorDataLoaders",
-           "RowL2"]
+__all__ = [
+    "RowL2",
+    "TensorDataLoaders",
+    "TensorLoader",
+    "collab_dataloaders",
+    "tensor_dataloaders",
+]
 
 
 def collab_dataloaders(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,12 +28,12 @@ from cfcourse.models import CollabNN
 from cfcourse.sparse import SparseDotBias, fit_sparse
 from cfcourse.train import fit_plain
 
-__all__ = ["fit", "load", "Recommender", "DEFAULTS"]
+__all__ = ["DEFAULTS", "Recommender", "fit", "load"]
 
 # Chosen on ML-100k (see benchmarks/RESULTS.md): the best model the course has, fast on a CPU.
 DEFAULTS = {
-    "dot_bias": {"n_factors": 128, "epochs": 20, "lr": 0.01, "bs": 1024, "reg": 0.1,
-                 "reg_bias": 0.01},
+    "dot_bias": {"n_factors": 64, "epochs": 12, "lr": 0.2, "bs": 4096, "reg": 0.1,
+                 "reg_bias": 0.01, "optimizer": "row_adagrad"},
     "nn": {"layers": [100, 50], "dropout": 0.1, "epochs": 5, "lr": 3e-3, "bs": 1024, "wd": 0.01},
 }
 _FORMAT = "cfcourse-recommender-1"
@@ -198,6 +199,11 @@ def _options(kind: str, given: dict) -> dict:
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for kind={kind!r}; "
                          f"valid ones: {sorted(DEFAULTS[kind])}.")
+    for name in ("epochs", "bs"):
+        value = given.get(name, DEFAULTS[kind][name])
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}; "
+                             f"the default is {DEFAULTS[kind][name]}.")
     return {**DEFAULTS[kind], **given}
 
 
@@ -231,7 +237,8 @@ def fit(ratings: pd.DataFrame, kind: str = "dot_bias", rating_range=(0.5, 5.0), 
     model = _build_model(kind, len(users), len(items), opts, mean, (low, high))
     if kind == "dot_bias":
         history = fit_sparse(model, x, y, epochs=opts["epochs"], lr=opts["lr"], bs=opts["bs"],
-                             reg=opts["reg"], reg_bias=opts["reg_bias"], seed=seed)
+                             reg=opts["reg"], reg_bias=opts["reg_bias"], seed=seed,
+                             optimizer=opts["optimizer"])
     else:
         history = fit_plain(model, x, y, epochs=opts["epochs"], lr=opts["lr"], bs=opts["bs"],
                             wd=opts["wd"], optimizer="adam", seed=seed)
@@ -249,13 +256,22 @@ def fit(ratings: pd.DataFrame, kind: str = "dot_bias", rating_range=(0.5, 5.0), 
 
 def load(path: str | os.PathLike) -> Recommender:
     """Read a model written by :meth:`Recommender.save`. Loads arrays only (``allow_pickle=False``)."""
-    with np.load(path, allow_pickle=False) as data:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise ValueError(f"{path} is not a cfcourse model file, or it is damaged ({err}). "
+                         "Save the model again with model.save(path).") from None
+    with archive as data:
         try:
             meta = json.loads(str(data["meta"]))
         except KeyError:
-            raise ValueError(f"{path} is not a cfcourse model file (no metadata).") from None
+            raise ValueError(f"{path} is not a cfcourse model file (no metadata); pass a file "
+                             "written by model.save(path).") from None
         if meta.get("format") != _FORMAT:
-            raise ValueError(f"{path} has format {meta.get('format')!r}; expected {_FORMAT!r}.")
+            raise ValueError(f"{path} has format {meta.get('format')!r}; expected {_FORMAT!r}. "
+                             "Fit and save the model again with this version of cfcourse.")
         opts = meta["options"]
         users, items = IdIndex(data["users"], "user"), IdIndex(data["items"], "item")
         model = _build_model(meta["kind"], meta["n_users"], meta["n_items"], opts, opts["_mean"],

@@ -1,0 +1,279 @@
+"""The course's speed and accuracy claims, measured in one run: `make bench`.
+
+Writes benchmarks/RESULTS.md (machine, date, command, and one table per claim):
+
+- api:        cfcourse.fit (defaults) vs Surprise's SVD++ and SVD on ML-100k, one 90/10 split;
+- ml100k:     time to reach fastai's recipe RMSE on the course's 80/20 split, fastai vs ours;
+- throughput: training ratings/s at ML-25M's size on this CPU, with the RMSE reached,
+              next to fastai's own pipeline on the same data;
+- loading:    parsing a 25M-row ratings.csv (real layout) first and cached, under /usr/bin/time -v;
+- gpu:        seconds per 25M-row epoch on a GPU ("not measured" when there is none).
+
+Wall-clock numbers vary with the machine and its load; the ratios in one run are the point.
+Nothing here is asserted: tests never check speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore")
+HERE = Path(__file__).resolve().parent
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        match = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        cpu = match.group(1).strip() if match else cpu
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    import fastai
+
+    return (f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), fastai {fastai.__version__}, "
+            f"Python {platform.python_version()}, GPU: {gpu}")
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+# -- api: cfcourse.fit vs Surprise ------------------------------------------------------------
+def bench_api() -> list[str]:
+    from surprise import SVD, Dataset, Reader, SVDpp
+
+    import cfcourse
+    from cfcourse.data import load_movielens, random_split
+    from cfcourse.metrics import rmse
+
+    train, valid = random_split(load_movielens("ml-100k"), valid_pct=0.1, seed=42)
+    rows = ["| model | fit seconds | valid RMSE |", "|---|---:|---:|"]
+    trainset = Dataset.load_from_df(train[["user", "item", "rating"]],
+                                    Reader(rating_scale=(1, 5))).build_full_trainset()
+    results = {}
+    for name, algo in [("Surprise SVD++ (defaults)", SVDpp(random_state=0)),
+                       ("Surprise SVD (defaults)", SVD(random_state=0))]:
+        _, seconds = timed(lambda algo=algo: algo.fit(trainset))
+        pred = [algo.predict(u, i).est for u, i in zip(valid["user"], valid["item"])]
+        results[name] = (seconds, rmse(pred, valid["rating"]))
+    model, seconds = timed(lambda: cfcourse.fit(train))
+    results["cfcourse.fit (defaults)"] = (seconds, rmse(model.predict(valid, unknown="bias"),
+                                                         valid["rating"]))
+    for name, (seconds, error) in results.items():
+        rows.append(f"| {name} | {seconds:.1f} | {error:.4f} |")
+    ours, svdpp = results["cfcourse.fit (defaults)"], results["Surprise SVD++ (defaults)"]
+    rows.append("")
+    rows.append(f"cfcourse.fit vs SVD++: RMSE {svdpp[1] - ours[1]:+.4f} better, "
+                f"{svdpp[0] / ours[0]:.1f}× less time (goal: ≥ 0.01 better in ≤ 1/4 of the time).")
+    return rows
+
+
+# -- ml100k: time to accuracy -------------------------------------------------------------------
+def bench_ml100k() -> list[str]:
+    from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner)
+    from fastai.collab import collab_learner
+
+    import cfcourse
+    from cfcourse.data import load_movielens, random_split
+    from cfcourse.loaders import collab_dataloaders
+    from cfcourse.metrics import rmse
+
+    train, valid = random_split(load_movielens("ml-100k"), valid_pct=0.2, seed=42)
+
+    def fastai_recipe():
+        dls = collab_dataloaders(train, valid, bs=64)
+        learn = collab_learner(dls, n_factors=50, y_range=(0, 5.5))
+        with learn.no_bar(), learn.no_logging():
+            learn.fit_one_cycle(5, 5e-3, wd=0.1)
+            pred, target = learn.get_preds()
+        return rmse(pred, target)
+
+    target, fastai_seconds = timed(fastai_recipe)
+    reached = {}
+    start = time.perf_counter()
+    paused = [0.0]
+
+    def watch(epoch, model):  # evaluation time is excluded from the clock
+        t0 = time.perf_counter()
+        x = torch.as_tensor(np.stack([
+            model_users.encode(valid["user"].to_numpy(), unknown="ignore"),
+            model_items.encode(valid["item"].to_numpy(), unknown="ignore")], axis=1))
+        known = (x >= 0).all(dim=1)
+        pred = np.full(len(valid), float(model.mean))
+        pred[known.numpy()] = model.predict(x[known]).numpy()
+        error = rmse(pred, valid["rating"])
+        if error <= target and "epoch" not in reached:
+            reached.update(epoch=epoch + 1, seconds=t0 - start - paused[0], rmse=error)
+        paused[0] += time.perf_counter() - t0
+
+    from cfcourse.data import IdIndex
+
+    model_users, model_items = IdIndex(train["user"], "user"), IdIndex(train["item"], "item")
+    from cfcourse import recommender
+
+    original = recommender.fit_sparse
+
+    def fit_with_watch(*args, **kwargs):
+        return original(*args, callback=watch, **kwargs)
+
+    recommender.fit_sparse = fit_with_watch
+    try:
+        model = cfcourse.fit(train)
+    finally:
+        recommender.fit_sparse = original
+    total = time.perf_counter() - start - paused[0]
+    final = rmse(model.predict(valid, unknown="bias"), valid["rating"])
+    rows = ["| pipeline | seconds | valid RMSE |", "|---|---:|---:|",
+            f"| fastai recipe: collab_learner, bs=64, fit_one_cycle(5, 5e-3, wd=0.1) | "
+            f"{fastai_seconds:.1f} | {target:.4f} |",
+            f"| cfcourse.fit (defaults), whole run | {total:.1f} | {final:.4f} |"]
+    if reached:
+        rows.append(f"| cfcourse.fit, time to reach {target:.4f} (epoch {reached['epoch']}) | "
+                    f"{reached['seconds']:.1f} | {reached['rmse']:.4f} |")
+        rows += ["", f"Time to the recipe's accuracy: {fastai_seconds / reached['seconds']:.1f}× "
+                 "sooner (goal: ≥ 10×)."]
+    else:
+        rows += ["", "cfcourse.fit did not reach the recipe's RMSE in this run."]
+    return rows
+
+
+# -- throughput at ML-25M's size --------------------------------------------------------------
+def bench_throughput(n_ratings: int) -> list[str]:
+    from fastai.callback.schedule import fit_one_cycle  # noqa: F401
+    from fastai.collab import collab_learner
+
+    from cfcourse.data import ML25M_SHAPE, planted_ratings, random_split
+    from cfcourse.loaders import collab_dataloaders
+    from cfcourse.metrics import rmse
+    from cfcourse.sparse import SparseDotBias, fit_sparse
+
+    shape = {**ML25M_SHAPE, "n_ratings": n_ratings}
+    data, gen_seconds = timed(lambda: planted_ratings(**shape, n_factors=32, seed=0))
+    train, valid = random_split(data.ratings, valid_pct=0.01, seed=0)
+    x = torch.as_tensor(train[["user", "item"]].to_numpy().astype(np.int64) - 1)
+    y = torch.as_tensor(train["rating"].to_numpy())
+    xv = torch.as_tensor(valid[["user", "item"]].to_numpy().astype(np.int64) - 1)
+    rows = [f"Data: planted_ratings at ML-25M's shape, {n_ratings:,} ratings "
+            f"(generated in {gen_seconds:.1f} s; noise floor RMSE {data.noise_floor:.3f}); "
+            "99% train, 1% held out.", "",
+            "| pipeline | seconds / epoch | ratings / s | held-out RMSE |", "|---|---:|---:|---:|"]
+    for label, opts in [("ours: fit_sparse, row_adagrad, 64 factors, bs=32768, lr=0.1",
+                         {"optimizer": "row_adagrad", "lr": 0.1, "bs": 32768}),
+                        ("ours: fit_sparse, sparse_adam, 64 factors, bs=32768, lr=0.01",
+                         {"optimizer": "sparse_adam", "lr": 0.01, "bs": 32768})]:
+        torch.manual_seed(0)
+        model = SparseDotBias(shape["n_users"], shape["n_items"], 64, mean=float(y.mean()),
+                              y_range=(0.5, 5.0))
+        start = time.perf_counter()
+        fit_sparse(model, x, y, epochs=1, reg=0.02, reg_bias=0.005, **opts)
+        seconds = time.perf_counter() - start
+        error = rmse(model.predict(xv).numpy(), valid["rating"])
+        rows.append(f"| {label} | {seconds:.1f} | {len(x) / seconds:,.0f} | {error:.4f} |")
+    # fastai's own pipeline on the same data: a fixed number of batches, extrapolated.
+    n_batches = 30
+    sub = train.iloc[: 4096 * n_batches]
+    dls = collab_dataloaders(sub, valid.iloc[:4096], bs=4096)
+    learn = collab_learner(dls, n_factors=100, y_range=(0, 5.5))
+    with learn.no_bar(), learn.no_logging():
+        _, seconds = timed(lambda: learn.fit_one_cycle(1, 3e-3, wd=1e-3))
+    per_epoch = seconds / n_batches * (len(train) / 4096)
+    rows.append(f"| fastai recipe: CollabDataLoaders-style pipeline + collab_learner, 100 factors, "
+                f"bs=4096, wd=1e-3 ({n_batches} batches timed, extrapolated) | {per_epoch:.1f} | "
+                f"{len(train) / per_epoch:,.0f} | n/a |")
+    return rows
+
+
+# -- loading ------------------------------------------------------------------------------------
+def _time_v(code: str, env: dict) -> tuple[float, float]:
+    """Wall seconds and peak RSS in GB of ``python -c code`` under /usr/bin/time -v."""
+    out = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", code], env=env,
+                         capture_output=True, text=True, check=True).stderr
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", out)
+    h, m, s = wall.groups()
+    seconds = int(h or 0) * 3600 + int(m) * 60 + float(s)
+    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", out).group(1))
+    return seconds, peak_kb / 1e6
+
+
+def bench_loading(n_ratings: int) -> list[str]:
+    from cfcourse.data import ML25M_SHAPE, planted_ratings, write_ratings_csv
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "ml-25m"
+        folder.mkdir()
+        ratings = planted_ratings(**{**ML25M_SHAPE, "n_ratings": n_ratings}, seed=1).ratings
+        start = time.perf_counter()
+        write_ratings_csv(ratings, folder / "ratings.csv")
+        write_seconds = time.perf_counter() - start
+        del ratings
+        size_mb = (folder / "ratings.csv").stat().st_size / 1e6
+        env = {**os.environ, "CFCOURSE_CACHE": str(Path(tmp) / "cache")}
+        code = (f"from cfcourse.data import load_ratings; "
+                f"df = load_ratings('ml-25m', {str(folder)!r}); assert len(df) == {n_ratings}")
+        first = _time_v(code, env)
+        cached = _time_v(code, env)
+    return [f"A {size_mb:,.0f} MB ratings.csv of {n_ratings:,} rows in ML-25M's layout "
+            f"(written in {write_seconds:.0f} s), loaded by `load_ratings('ml-25m', path)` in a "
+            "fresh process under `/usr/bin/time -v` (whole process: Python start and imports "
+            "included).", "",
+            "| load | wall seconds | peak RSS (GB) | goal |", "|---|---:|---:|---|",
+            f"| first (parse + write .npy cache) | {first[0]:.1f} | {first[1]:.2f} | ≤ 60 s, ≤ 2 GB |",
+            f"| cached | {cached[0]:.1f} | {cached[1]:.2f} | ≤ 5 s |"]
+
+
+def bench_gpu() -> list[str]:
+    if not torch.cuda.is_available():
+        return ["Not measured: no GPU on this machine. Run `make bench` on a machine with CUDA."]
+    return ["GPU present but the GPU row is not implemented in this script yet."]
+
+
+SECTIONS = {"api": bench_api, "ml100k": bench_ml100k, "throughput": bench_throughput,
+            "loading": bench_loading, "gpu": bench_gpu}
+TITLES = {"api": "cfcourse.fit vs Surprise on ML-100k (one 90/10 split)",
+          "ml100k": "ML-100k time to accuracy (the course's 80/20 split)",
+          "throughput": "Training throughput at ML-25M's size (CPU)",
+          "loading": "Loading 25 M ratings",
+          "gpu": "GPU: seconds per 25 M-row epoch"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", nargs="*", choices=list(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--ratings", type=int, default=25_000_095,
+                        help="rows for the throughput and loading sections")
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = parser.parse_args()
+    command = "python benchmarks/bench.py " + " ".join(sys.argv[1:])
+    lines = ["# Benchmark results", "",
+             f"- date: {datetime.datetime.now().isoformat(timespec='minutes')}",
+             f"- machine: {machine()}", f"- command: `{command.strip()}` (what `make bench` runs)",
+             ""]
+    for name in args.only:
+        print(f"== {name}", flush=True)
+        kwargs = {"n_ratings": args.ratings} if name in ("throughput", "loading") else {}
+        body = SECTIONS[name](**kwargs)
+        print("\n".join(body), flush=True)
+        lines += [f"## {TITLES[name]}", "", *body, ""]
+    Path(args.out).write_text("\n".join(lines))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

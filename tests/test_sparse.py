@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+from cfcourse.sparse import RowAdagrad, SparseDotBias, fit_sparse
+
+
+def test_row_adagrad_by_hand():
+    emb = torch.nn.Embedding(4, 2, sparse=True)
+    with torch.no_grad():
+        emb.weight.copy_(torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [4.0, 4.0]]))
+    opt = RowAdagrad(emb.parameters(), lr=0.5, eps=0.0)
+    # row 1 looked up twice with upstream gradient (1, 3): summed gradient (2, 6)
+    out = emb(torch.tensor([1, 1]))
+    (out * torch.tensor([1.0, 3.0])).sum().backward()
+    opt.step()
+    accumulated = (2.0**2 + 6.0**2) / 2  # mean over the row of the squared summed gradient
+    expected = torch.tensor([2.0, 2.0]) - 0.5 / accumulated**0.5 * torch.tensor([2.0, 6.0])
+    assert torch.allclose(emb.weight[1], expected)
+    assert torch.equal(emb.weight[[0, 2, 3]], torch.tensor([[1.0, 1.0], [3.0, 3.0], [4.0, 4.0]]))
+    assert opt.state[emb.weight]["sum"].tolist() == [0.0, accumulated, 0.0, 0.0]
+
+
+def test_row_adagrad_sparse_equals_dense():
+    torch.manual_seed(0)
+    sparse, dense = torch.nn.Embedding(6, 3, sparse=True), torch.nn.Embedding(6, 3)
+    dense.load_state_dict(sparse.state_dict())
+    idx = torch.tensor([0, 2, 2, 5])
+    for emb in (sparse, dense):
+        opt = RowAdagrad(emb.parameters(), lr=0.1)
+        for _ in range(3):
+            opt.zero_grad()
+            emb(idx).pow(2).sum().backward()
+            opt.step()
+    untouched = torch.tensor([1, 3, 4])
+    assert torch.allclose(sparse.weight, dense.weight, atol=1e-6)
+    assert torch.equal(sparse.weight[untouched], dense.weight[untouched])
+
+
+def test_row_adagrad_rejects_bad_lr():
+    with pytest.raises(ValueError, match="positive"):
+        RowAdagrad(torch.nn.Embedding(2, 2).parameters(), lr=0)
+
+
+def planted(n_users=60, n_items=50, k=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    P, Q = torch.randn(n_users, k, generator=g), torch.randn(n_items, k, generator=g)
+    u = torch.randint(0, n_users, (3000,), generator=g)
+    i = torch.randint(0, n_items, (3000,), generator=g)
+    return torch.stack([u, i], 1), 3.0 + (P[u] * Q[i]).sum(1) * 0.5
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sparse_adam", 0.05), ("row_adagrad", 0.3)])
+def test_fit_sparse_learns_with_either_optimizer(optimizer, lr):
+    x, y = planted()
+    torch.manual_seed(0)
+    model = SparseDotBias(60, 50, n_factors=3, mean=float(y.mean()))
+    history = fit_sparse(model, x, y, epochs=25, lr=lr, bs=256, reg=1e-3, reg_bias=1e-3,
+                         optimizer=optimizer)
+    assert history[-1] < 0.25 * history[0]
+
+
+def test_fit_sparse_calls_back_each_epoch_and_checks_optimizer():
+    x, y = planted()
+    seen = []
+    fit_sparse(SparseDotBias(60, 50, 3, 3.0), x, y, epochs=3, bs=512,
+               callback=lambda epoch, model: seen.append(epoch))
+    assert seen == [0, 1, 2]
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        fit_sparse(SparseDotBias(60, 50, 3, 3.0), x, y, optimizer="sgd")
+
+
+def test_fit_sparse_stops_on_divergence():
+    x, y = planted()
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        fit_sparse(SparseDotBias(60, 50, 3, 3.0), x, y * 1e19, epochs=2, bs=512)
+
+
+def test_predict_clips_to_y_range_and_handles_empty():
+    model = SparseDotBias(3, 3, 2, mean=10.0, y_range=(0.5, 5.0))
+    assert model.predict(torch.tensor([[0, 1]])).item() == 5.0
+    assert model.predict(torch.zeros(0, 2, dtype=torch.long)).shape == (0,)
+
+
+def test_sparse_updates_touch_only_batch_rows():
+    model = SparseDotBias(50, 40, n_factors=4, mean=3.0)
+    before = model.user_factors.weight.detach().clone()
+    x = torch.tensor([[1, 2], [3, 4]])
+    fit_sparse(model, x, torch.tensor([5.0, 1.0]), epochs=1, bs=2, lr=0.1)
+    changed = (model.user_factors.weight != before).any(dim=1).nonzero().view(-1).tolist()
+    assert changed == [1, 3]
+
+
+def test_sparse_penalty_by_hand():
+    model = SparseDotBias(2, 2, n_factors=2, mean=0.0)
+    with torch.no_grad():
+        model.user_factors.weight.copy_(torch.tensor([[1.0, 2.0], [0.0, 0.0]]))
+        model.item_factors.weight.copy_(torch.tensor([[3.0, 0.0], [0.0, 0.0]]))
+        model.user_bias.weight.fill_(1.0)
+    x = torch.tensor([[0, 0]])
+    assert model(x).item() == pytest.approx(1.0 + 0.0 + 3.0)
+    assert model.penalty(x, reg=0.5, reg_bias=2.0).item() == pytest.approx(0.5 * 14 + 2.0 * 1)
+
+
+def test_fit_sparse_rejects_misaligned_input():
+    with pytest.raises(ValueError, match="aligned"):
+        fit_sparse(SparseDotBias(2, 2, 2), torch.zeros(3, 2, dtype=torch.long), torch.zeros(2))
