@@ -50,6 +50,12 @@ def _power_law(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
     return weights / weights.sum()
 
 
+def _sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """``np.unique`` by sorting (NumPy 2's hash-based unique is many times slower on int64)."""
+    keys = np.sort(keys)
+    return keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+
+
 def _sample_pairs(n_users, n_items, n_ratings, rng, exponent) -> np.ndarray:
     """Distinct (user, item) keys ``user * n_items + item``, power-law on both sides."""
     pu, pi = _power_law(n_users, exponent, rng), _power_law(n_items, exponent, rng)
@@ -58,7 +64,7 @@ def _sample_pairs(n_users, n_items, n_ratings, rng, exponent) -> np.ndarray:
         want = int((n_ratings - len(keys)) * 1.2) + 16
         users = rng.choice(n_users, size=want, p=pu)
         items = rng.choice(n_items, size=want, p=pi)
-        keys = np.unique(np.concatenate([keys, users.astype(np.int64) * n_items + items]))
+        keys = _sorted_unique(np.concatenate([keys, users.astype(np.int64) * n_items + items]))
     return rng.permutation(keys)[:n_ratings]
 
 
