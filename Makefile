@@ -5,9 +5,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 VENDOR := _vendor
 BOOK_FLAGS := -W --keep-going --all
+# A second, bare environment holding only what Colab preinstalls that the course needs
+# (no cfcourse): the Colab and Kaggle simulations install cfcourse into it from a wheel,
+# through each chapter's own first cell.
+COLAB_VENV := .venv-colab
+COLAB_STAMP := $(COLAB_VENV)/.installed
+COLAB_PACKAGES := torch fastai pandas ipywidgets matplotlib ipykernel
+PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: book test venv vendor bench lint clean
+.PHONY: book test venv vendor colab-venv chromium bench lint clean
 
 # Everything a reader, a learner and CI need, including the offline ML-100k copy
 # (recbole's wheel ships it; --no-deps keeps its heavy dependencies out).
@@ -19,6 +26,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+$(COLAB_STAMP):
+	rm -rf $(COLAB_VENV) && python3 -m venv $(COLAB_VENV)
+	$(COLAB_VENV)/bin/python -m pip install -q --upgrade pip
+	$(COLAB_VENV)/bin/python -m pip install -q $(COLAB_PACKAGES)
+	touch $@
+
+colab-venv: $(COLAB_STAMP)
+
+# The browser tests drive Debian's chromium (Playwright's own browser download is not used).
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
 
 # Third-party JavaScript comes from npm at build time and is never committed.
 $(VENDOR)/.stamp: Makefile
@@ -36,13 +55,23 @@ book: venv vendor
 	$(VENV)/bin/jupyter-book build . $(BOOK_FLAGS)
 	@echo "Open $(CURDIR)/_build/html/index.html"
 
-# Package tests with coverage, then nbval over every chapter at CI scale.
-test: venv
-	CFCOURSE_SCALE=ci $(VENV)/bin/pytest tests --cov=cfcourse --cov-report=term-missing:skip-covered --cov-fail-under=90
-	CFCOURSE_SCALE=ci $(VENV)/bin/pytest --nbval-lax --nbval-current-env -p no:cacheprovider chapters/
+# Everything at CI scale: package tests with coverage; nbval over every chapter; the strict
+# book build; the built book in headless Chromium; chapters 0 and 1 in simulated Colab and
+# Kaggle environments.
+test: venv vendor colab-venv chromium
+	CFCOURSE_SCALE=ci $(PYTEST) tests --cov=cfcourse --cov-report=term-missing:skip-covered --cov-fail-under=90
+	CFCOURSE_SCALE=ci $(PYTEST) --nbval-lax --nbval-current-env chapters/
+	CFCOURSE_SCALE=ci $(VENV)/bin/jupyter-book build . $(BOOK_FLAGS)
+	CFCOURSE_SCALE=ci $(PYTEST) -m browser tests/browser
+	CFCOURSE_SCALE=ci $(PYTEST) -m simulation tests/simulation
+
+# Speed and accuracy against fastai's pipeline and Surprise, in one run -> benchmarks/RESULTS.md.
+bench: venv
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/bench.py
 
 lint: venv
 	$(VENV)/bin/ruff check cfcourse tests
 
 clean:
-	rm -rf _build $(VENDOR) .pytest_cache .coverage
+	rm -rf _build $(VENDOR) .pytest_cache .coverage $(COLAB_VENV)

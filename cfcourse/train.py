@@ -7,6 +7,7 @@ chapters import it instead of copying it.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -19,12 +20,28 @@ _OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 def _check(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.ndim != 2 or x.shape[1] != 2:
         raise ValueError(f"x must have shape (n, 2) of (user index, item index), got {tuple(x.shape)}.")
+    if x.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"x holds {x.dtype} values, but it must hold integer row positions; "
+                        "convert it with x.long() (encode raw ids with cfcourse.data.IdIndex).")
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} rows but y has {len(y)}; they must be aligned.")
     if len(x) == 0:
-        raise ValueError("cannot train on zero ratings.")
+        raise ValueError("cannot train on zero ratings; check the split or the filter that "
+                         "produced x and y.")
     if not torch.isfinite(y).all():
         raise ValueError("y holds NaN or infinite ratings; drop or fill them before training.")
+
+
+def _forward(model: nn.Module, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The model's predictions for ``x[rows]``, with a clear error for an out-of-range position."""
+    try:
+        return model(x[rows])
+    except IndexError as err:
+        raise IndexError(
+            f"x holds a position the model has no row for (positions run from {int(x.min())} "
+            f"to user {int(x[:, 0].max())} and item {int(x[:, 1].max())}); they must run from 0 "
+            "to n-1: encode ids with cfcourse.data.IdIndex and size the model with len(index)."
+        ) from err
 
 
 def fit_plain(
@@ -64,6 +81,9 @@ def fit_plain(
         Mean training loss of each epoch (averaged over its batches, weighted by size).
     """
     _check(x, y)
+    if bs is not None and (isinstance(bs, bool) or not isinstance(bs, numbers.Integral) or bs < 1):
+        raise ValueError(f"bs must be a positive number of rows per step (or None for all "
+                         f"rows), got {bs!r}.")
     if optimizer not in _OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}.")
     opt = _OPTIMIZERS[optimizer](model.parameters(), lr=lr, weight_decay=wd)
@@ -76,7 +96,7 @@ def fit_plain(
         total = 0.0
         for start in range(0, n, bs):
             rows = order[start:start + bs]
-            loss = nn.functional.mse_loss(model(x[rows]), y[rows])
+            loss = nn.functional.mse_loss(_forward(model, x, rows), y[rows])
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -44,6 +44,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("CFCOURSE_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("CFCOURSE_DATA", raising=False)
     monkeypatch.delenv("CFCOURSE_OFFLINE", raising=False)
+    monkeypatch.delenv("CFCOURSE_KAGGLE_INPUT", raising=False)
     monkeypatch.setattr(sources, "KAGGLE_INPUT", tmp_path / "kaggle" / "input")
     monkeypatch.setattr(sources, "_failed_downloads", {})
     from cfcourse.data import movielens

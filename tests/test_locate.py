@@ -49,6 +49,17 @@ def test_kaggle_found_by_file_name_whatever_the_slug(tmp_path):
     assert found.origin == "kaggle" and (found.folder / "u.data").is_file()
 
 
+def test_kaggle_input_can_be_pointed_elsewhere(tmp_path, monkeypatch):
+    write_100k(tmp_path / "elsewhere" / "any-slug" / "ml-100k")
+    monkeypatch.setenv("CFCOURSE_KAGGLE_INPUT", str(tmp_path / "elsewhere"))
+    found = locate("ml-100k")
+    assert found.origin == "kaggle"
+    assert found.folder == tmp_path / "elsewhere" / "any-slug" / "ml-100k"
+    assert sources.kaggle_input() == tmp_path / "elsewhere"
+    monkeypatch.delenv("CFCOURSE_KAGGLE_INPUT")
+    assert sources.kaggle_input() == sources.KAGGLE_INPUT
+
+
 def test_kaggle_tells_latest_small_from_25m_by_size(tmp_path):
     small = sources.KAGGLE_INPUT / "ratings-upload"
     small.mkdir(parents=True)

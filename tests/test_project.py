@@ -70,10 +70,22 @@ def test_chapter_has_its_parts(path):
     assert text.count("{exercise-start}") >= 2 and text.count("{solution-start}") >= 2
 
 
-def test_every_chapter_is_in_the_toc_and_nothing_else():
+def toc_files() -> list[str]:
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    return [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
+
+
+def test_every_chapter_is_in_the_toc_and_nothing_else():
+    files = [f for f in toc_files() if f.startswith("chapters/")]
     assert sorted(files) == sorted(f"chapters/{p.stem}" for p in CHAPTERS)
+
+
+def test_no_orphan_pages():
+    """Every page source is in the table of contents, and every entry there exists."""
+    pages = {str(p.relative_to(ROOT).with_suffix("")) for p in
+             [*ROOT.glob("*.md"), *ROOT.glob("chapters/*.md"), *CHAPTERS]} - {"README"}
+    assert sorted(toc_files()) == sorted(pages)
+    assert {"glossary", "bibliography"} <= pages
 
 
 def requirements_from_pyproject() -> set[str]:

@@ -28,14 +28,17 @@ def validate_ratings(
     appears once. An empty frame is an error unless ``allow_empty``.
     """
     if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"expected a pandas DataFrame of ratings, got {type(df).__name__}.")
+        raise TypeError(f"expected a pandas DataFrame of ratings, got {type(df).__name__}; "
+                        "build one with pd.DataFrame({'user': ..., 'item': ..., 'rating': ...}).")
     if len(df) == 0 and not allow_empty:
-        raise ValueError("the ratings frame is empty; there is nothing to learn from.")
+        raise ValueError("the ratings frame is empty; there is nothing to learn from. Check the "
+                         "file or the filter that produced it.")
     missing = [c for c in columns if c not in df.columns]
     if missing:
         hints = {k: v for k, v in _RENAMES.items() if k in df.columns and v in missing}
         fix = (f" Rename them: df.rename(columns={hints})" if hints
-               else f" The frame has {list(df.columns)}.")
+               else f" The frame has {list(df.columns)}; rename the matching ones with "
+                    "df.rename(columns={'old name': 'new name'}).")
         raise ValueError(f"the ratings frame lacks column(s) {missing}.{fix}")
     if "rating" in columns:
         rating = df["rating"]
@@ -63,10 +66,11 @@ def validate_ratings(
     if not allow_duplicates and {"user", "item"} <= set(columns):
         dup = df.duplicated(["user", "item"]).to_numpy()
         if dup.any():
-            row = df.iloc[np.flatnonzero(dup)[0]]
+            first = np.flatnonzero(dup)[0]  # per column, so ids keep their own dtype
+            user, item = df["user"].iloc[first], df["item"].iloc[first]
             raise ValueError(
-                f"{dup.sum()} duplicate (user, item) pair(s), e.g. user {row['user']} and item "
-                f"{row['item']}; keep one rating per pair, e.g. "
+                f"{dup.sum()} duplicate (user, item) pair(s), e.g. user {user} and item "
+                f"{item}; keep one rating per pair, e.g. "
                 "df.groupby(['user', 'item'], as_index=False)['rating'].mean()."
             )
 
@@ -106,8 +110,10 @@ class IdIndex:
     def known(self, ids) -> np.ndarray:
         """Boolean mask: which of ``ids`` were seen in training."""
         ids = np.asarray(ids)
-        pos = np.searchsorted(self.ids_, ids).clip(0, max(len(self) - 1, 0))
-        return (len(self) > 0) & (self.ids_[pos] == ids)
+        if len(self) == 0:  # an index built from no ids knows none
+            return np.zeros(ids.shape, dtype=bool)
+        pos = np.searchsorted(self.ids_, ids).clip(0, len(self) - 1)
+        return self.ids_[pos] == ids
 
     def encode(self, ids, unknown: str = "raise") -> np.ndarray:
         """Positions of ``ids``; an unknown id raises ``KeyError`` (or gives -1 with ``unknown="ignore"``)."""

@@ -112,13 +112,20 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
     target = Path(target).resolve()
     staging = target.with_name(target.name + ".extracting")
     shutil.rmtree(staging, ignore_errors=True)
+    damaged = "the archive is damaged or partial: delete it and download it again."
     try:
-        with zipfile.ZipFile(archive) as zf:
+        try:
+            zf = zipfile.ZipFile(archive)
+        except zipfile.BadZipFile:
+            raise zipfile.BadZipFile(
+                f"{archive} is not a complete zip archive; {damaged}") from None
+        with zf:
             for name in zf.namelist():
                 _check_member(target, name)
             bad = zf.testzip()
             if bad is not None:
-                raise zipfile.BadZipFile(f"member {bad!r} fails its CRC check")
+                raise zipfile.BadZipFile(
+                    f"{archive}: member {bad!r} fails its CRC check; {damaged}")
             zf.extractall(staging)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cfcourse.data.columnar import read_columnar, write_columnar
-from cfcourse.data.sources import Located, locate
+from cfcourse.data.sources import DataNotFoundError, Located, locate
 
 __all__ = ["load_movielens", "load_ratings", "load_items", "load_users", "MalformedFileError"]
 
@@ -79,6 +79,11 @@ def _parse_ratings(source: Path, sep: str, header: bool) -> pd.DataFrame:
             "timestamp' with numbers. The file is damaged or in another format: delete it "
             "(and the cache folder) and let the loader fetch it again."
         ) from None
+    if len(df) == 0:
+        raise MalformedFileError(
+            f"{source} holds no ratings: it is empty or was cut short. Delete it (and the cache "
+            "folder) and let the loader fetch it again."
+        )
     bad = ~df["rating"].between(0.5, 5.0)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
@@ -87,6 +92,32 @@ def _parse_ratings(source: Path, sep: str, header: bool) -> pd.DataFrame:
             "0.5-5, so this is not a MovieLens ratings file. Check the path you gave."
         )
     return df
+
+
+def _need(path: Path) -> Path:
+    """``path`` itself, or a clear error when a release folder lacks one of its files."""
+    if not path.is_file():
+        raise DataNotFoundError(
+            f"{path.parent} holds the ratings but no {path.name}: this copy of the release is "
+            "incomplete. Copy the whole folder from the original archive, or delete it and let "
+            "the loader fetch the release again."
+        )
+    return path
+
+
+def _read_u_item(path: Path) -> pd.DataFrame:
+    """ML-100k's ``u.item``: 24 ``|``-separated fields, the last 19 genre flags."""
+    try:
+        raw = pd.read_csv(path, sep="|", header=None, encoding="latin-1")
+    except (ValueError, pd.errors.ParserError):
+        raw = None
+    if raw is None or raw.shape[1] != 24:
+        raise MalformedFileError(
+            f"{path} is not ML-100k's u.item (24 '|'-separated fields: item|title|release "
+            "date|video release date|IMDb URL|19 genre flags). The file is damaged or in "
+            "another format: delete it and let the loader fetch the release again."
+        )
+    return raw
 
 
 def _read_recbole(path: Path) -> pd.DataFrame:
@@ -140,15 +171,15 @@ def _items(where: Located) -> pd.DataFrame:
                            _with_year(title, year), genres.rename("genres")], axis=1)
         return items
     if where.layout == "100k":
-        raw = pd.read_csv(folder / "u.item", sep="|", header=None, encoding="latin-1")
+        raw = _read_u_item(_need(folder / "u.item"))
         flags = raw.iloc[:, 5:24].to_numpy().astype(bool)
         genres = ["|".join(g for g, on in zip(GENRES_100K, row) if on) for row in flags]
         title = raw[1].astype(str)
     elif where.layout == "dat":
-        raw = _read_double_colon(folder / "movies.dat")
+        raw = _read_double_colon(_need(folder / "movies.dat"))
         title, genres = raw[1], raw[2].tolist()
     else:
-        raw = pd.read_csv(folder / "movies.csv", dtype=str, keep_default_na=False)
+        raw = pd.read_csv(_need(folder / "movies.csv"), dtype=str, keep_default_na=False)
         raw.columns = [0, 1, 2]
         title, genres = raw[1], raw[2].tolist()
     year = title.str.extract(_YEAR, expand=False)
@@ -173,7 +204,7 @@ def _users(where: Located, name: str) -> pd.DataFrame:
         r = _read_recbole(folder / "ml-100k.user")
         return _users_frame(r["user_id"], r["age"], r["gender"], r["occupation"], r["zip_code"])
     if where.layout == "100k":
-        r = pd.read_csv(folder / "u.user", sep="|", header=None, dtype=str)
+        r = pd.read_csv(_need(folder / "u.user"), sep="|", header=None, dtype=str)
         return _users_frame(r[0], r[1], r[2], r[3], r[4])
     if where.layout == "dat" and (folder / "users.dat").is_file():
         r = _read_double_colon(folder / "users.dat")

@@ -66,8 +66,12 @@ def favourite_pizzas(tastes, pizzas: pd.DataFrame, k: int = 5) -> pd.DataFrame:
 
     ``pizzas`` is :attr:`PizzaWorld.pizzas` (or any frame with the quality columns).
     """
-    if k <= 0:
-        raise ValueError(f"k must be a positive number of pizzas, got {k}.")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise ValueError(f"k must be a positive whole number of pizzas, got {k!r}; "
+                         "pass e.g. k=5.")
+    if np.shape(tastes) != (len(QUALITIES),):
+        raise ValueError(f"tastes must be {len(QUALITIES)} numbers, one per quality "
+                         f"{QUALITIES}, got shape {np.shape(tastes)}.")
     scored = pizzas.assign(score=enjoyment(tastes, pizzas[list(QUALITIES)].to_numpy()))
     return scored.sort_values("score", ascending=False).head(k).reset_index(drop=True)
 

@@ -5,6 +5,8 @@ The lookup order (the first that works wins):
 1. an explicit ``path`` (a folder or a ``.zip``);
 2. the folder named by ``CFCOURSE_DATA``;
 3. Kaggle's ``/kaggle/input``, searched by file name (never by a dataset slug);
+   ``CFCOURSE_KAGGLE_INPUT`` names another folder to search instead (the test suite's
+   simulated Kaggle uses it);
 4. the local cache (``CFCOURSE_CACHE``, default ``~/.cache/cfcourse``);
 5. a checksummed download from GroupLens into the cache (skipped when
    ``CFCOURSE_OFFLINE=1``);
@@ -25,7 +27,7 @@ from pathlib import Path
 from cfcourse.data import download as dl
 from cfcourse.data.catalog import Dataset, get_dataset
 
-__all__ = ["Located", "DataNotFoundError", "locate", "cache_dir", "KAGGLE_INPUT"]
+__all__ = ["Located", "DataNotFoundError", "locate", "cache_dir", "kaggle_input", "KAGGLE_INPUT"]
 
 KAGGLE_INPUT = Path("/kaggle/input")
 _KAGGLE_MAX_DEPTH = 5
@@ -52,6 +54,12 @@ def cache_dir() -> Path:
         return Path(os.environ["CFCOURSE_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "cfcourse"
+
+
+def kaggle_input() -> Path:
+    """Kaggle's input folder: ``CFCOURSE_KAGGLE_INPUT`` if set, else ``/kaggle/input``."""
+    override = os.environ.get("CFCOURSE_KAGGLE_INPUT")
+    return Path(override).expanduser() if override else KAGGLE_INPUT
 
 
 def _holds(folder: Path, ds: Dataset) -> Path | None:
@@ -91,11 +99,12 @@ def _from_folder_or_zip(place: Path, ds: Dataset, origin: str) -> Located | None
 
 def _search_kaggle(ds: Dataset) -> Located | None:
     """Find the ratings file under /kaggle/input by name, whatever the dataset slug."""
-    if not KAGGLE_INPUT.is_dir():
+    top = kaggle_input()
+    if not top.is_dir():
         return None
     hits = []
-    for root, dirs, files in os.walk(KAGGLE_INPUT):
-        if len(Path(root).relative_to(KAGGLE_INPUT).parts) >= _KAGGLE_MAX_DEPTH:
+    for root, dirs, files in os.walk(top):
+        if len(Path(root).relative_to(top).parts) >= _KAGGLE_MAX_DEPTH:
             dirs.clear()
         if ds.ratings_file in files:
             hits.append(Path(root))
@@ -107,7 +116,7 @@ def _search_kaggle(ds: Dataset) -> Located | None:
     return Located(sorted(sized)[0], ds.layout, "kaggle") if sized else None
 
 
-def _from_cache(ds: Dataset) -> Located | None:
+def _from_cache(ds: Dataset, tried: list[str]) -> Located | None:
     found = _holds(cache_dir() / ds.name, ds)
     if found is not None:
         return Located(found, ds.layout, "cache")
@@ -118,6 +127,9 @@ def _from_cache(ds: Dataset) -> Located | None:
         except (dl.DownloadError, zipfile.BadZipFile):
             warnings.warn(f"the cached {archive.name} is corrupt; fetching it again.", stacklevel=3)
             archive.unlink()
+            tried.append(f"cache {cache_dir()}: {archive.name} was corrupt or partial (deleted)")
+            return None
+    tried.append(f"cache {cache_dir()}: empty")
     return None
 
 
@@ -167,11 +179,10 @@ def locate(name: str = "ml-100k", path: str | os.PathLike | None = None) -> Loca
     found = _search_kaggle(ds)
     if found:
         return found
-    tried.append(f"{KAGGLE_INPUT}: no folder holding {ds.ratings_file}")
-    found = _from_cache(ds)
+    tried.append(f"{kaggle_input()}: no folder holding {ds.ratings_file}")
+    found = _from_cache(ds, tried)
     if found:
         return found
-    tried.append(f"cache {cache_dir()}: empty")
     if os.environ.get("CFCOURSE_OFFLINE"):
         tried.append(f"download of {ds.url}: skipped (CFCOURSE_OFFLINE is set)")
     elif ds.url in _failed_downloads:
