@@ -1,0 +1,92 @@
+import functools
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (adds Learner.fit_one_cycle)
+from fastai.collab import collab_learner
+from fastai.learner import Learner
+from fastai.losses import MSELossFlat
+from fastai.optimizer import OptimWrapper
+
+from cfcourse.data import planted_ratings, random_split
+from cfcourse.loaders import RowL2, TensorLoader, collab_dataloaders, tensor_dataloaders
+from cfcourse.sparse import SparseDotBias
+
+
+@pytest.fixture(scope="module")
+def split():
+    data = planted_ratings(n_users=80, n_items=60, n_ratings=2000, n_factors=3, seed=0).ratings
+    train, valid = random_split(data, 0.2, seed=0)
+    only_valid = pd.DataFrame({"user": [999], "item": [1], "rating": [3.0], "timestamp": [0]})
+    return train, pd.concat([valid, only_valid], ignore_index=True)
+
+
+def test_tensor_loader_batches_cover_every_row_once():
+    x = torch.arange(20).view(10, 2)
+    y = torch.arange(10.0).view(-1, 1)
+    loader = TensorLoader(x, y, bs=4, shuffle=True, seed=0)
+    seen = torch.cat([yb for _, yb in loader]).view(-1)
+    assert len(loader) == 3 and loader.n == 10 and sorted(seen.tolist()) == list(range(10))
+    ordered = loader.new(shuffle=False)
+    assert torch.equal(torch.cat([yb for _, yb in ordered]), y)
+    assert len(loader.new(drop_last=True)) == 2
+    with pytest.raises(ValueError, match="positive batch size"):
+        TensorLoader(x, y, bs=0)
+
+
+def test_vocabulary_covers_valid_only_users(split):
+    train, valid = split
+    dls = tensor_dataloaders(train, valid, bs=128)
+    assert dls.classes["user"][0] == "#na#" and 999 in dls.classes["user"]
+    assert dls.cat_names == ["user", "item"]
+    xb, yb = next(iter(dls.valid))
+    assert xb.shape[1] == 2 and yb.shape[1] == 1 and int(xb.min()) >= 1
+
+
+def test_collab_learner_trains_and_predicts_on_tensor_loaders(split):
+    train, valid = split
+    dls = tensor_dataloaders(train, valid, bs=128)
+    learn = collab_learner(dls, n_factors=4, y_range=(0, 5.5))
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(2, 1e-2)
+        pred, target = learn.get_preds()
+    assert pred.shape[0] == len(valid) and torch.isfinite(pred).all()
+    assert np.allclose(np.sort(target.view(-1).numpy()), np.sort(valid["rating"].to_numpy()))
+
+
+def test_sparse_model_in_a_learner_touches_only_batch_rows(split):
+    train, valid = split
+    dls = tensor_dataloaders(train, valid, bs=64)
+    model = SparseDotBias(len(dls.classes["user"]), len(dls.classes["item"]), 4, mean=3.5)
+    before = model.user_factors.weight.detach().clone()
+    learn = Learner(dls, model, loss_func=MSELossFlat(), cbs=[RowL2(0.1, 0.01)],
+                    opt_func=functools.partial(OptimWrapper, opt=torch.optim.SparseAdam))
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1, 1e-2)
+    changed = (model.user_factors.weight != before).any(dim=1)
+    assert not changed[0], "the #na# row is never looked up in training"
+    assert changed.sum() > 0
+
+
+def test_row_l2_adds_the_penalty_only_in_training():
+    model = SparseDotBias(3, 3, 2, mean=0.0)
+    with torch.no_grad():
+        model.user_factors.weight.fill_(1.0)
+    callback = RowL2(reg=0.5, reg_bias=0.0)
+    learn = type("FakeLearner", (), {})()
+    learn.model, learn.xb, learn.loss_grad, learn.training = model, (torch.tensor([[1, 1]]),), \
+        torch.tensor(1.0), True
+    callback.learn = learn
+    callback.after_loss()
+    item = model.item_factors.weight[1].pow(2).sum().item()
+    assert learn.loss_grad.item() == pytest.approx(1.0 + 0.5 * (2.0 + item))
+
+
+def test_loaders_name_the_split_with_bad_input(split):
+    train, valid = split
+    with pytest.raises(ValueError, match="^valid: .*lacks column"):
+        tensor_dataloaders(train, valid.drop(columns="rating"))
+    with pytest.raises(ValueError, match="^train: .*lacks column"):
+        collab_dataloaders(train.drop(columns="rating"), valid)
