@@ -10,10 +10,13 @@ The public API::
     model.similar_items(item, k=10)
     model.save(path); cfcourse.load(path)   # arrays and JSON only, no pickle
 
-Modules, bottom layer first: :mod:`cfcourse.env`, :mod:`cfcourse.data`,
-:mod:`cfcourse.models`, :mod:`cfcourse.train` and :mod:`cfcourse.sparse`,
-then :mod:`cfcourse.recommender`, :mod:`cfcourse.metrics`, :mod:`cfcourse.widgets`
-and :mod:`cfcourse.plots`.
+Modules, bottom layer first: :mod:`cfcourse.env`; :mod:`cfcourse.data`; the models
+(:mod:`cfcourse.models`, :mod:`cfcourse.linear_view`, :mod:`cfcourse.meta_models`,
+:mod:`cfcourse.baselines`, :mod:`cfcourse.neighbors`); training (:mod:`cfcourse.train`,
+:mod:`cfcourse.sparse`, :mod:`cfcourse.loaders`, :mod:`cfcourse.learner_utils`,
+:mod:`cfcourse.distributed`); then :mod:`cfcourse.recommender` (the API above),
+:mod:`cfcourse.metrics`, :mod:`cfcourse.ranking`, :mod:`cfcourse.interpret`,
+:mod:`cfcourse.coldstart`, :mod:`cfcourse.feedback`, :mod:`cfcourse.widgets`, :mod:`cfcourse.plots`.
 """
 
 __version__ = "0.1.0"
