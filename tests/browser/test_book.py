@@ -186,11 +186,12 @@ def test_glossary_defines_the_terms_and_chapters_use_it(visit):
         t => t.textContent.replace('#', '').trim())""")
     for term in GLOSSARY_TERMS:
         assert term in terms, f"the glossary lacks {term!r}"
-    for page_name in [p for p in PAGES if p not in ("glossary", "bibliography")]:
-        html = (HTML / html_of(page_name)).read_text(encoding="utf-8")
-        assert re.search(r'href="[./]*glossary\.html#term-', html), (
-            f"{page_name} links no glossary term: mark the first use of a glossary word "
-            "with the {term} role, e.g. {term}`embedding`")
+    built = [p for p in PAGES if (HTML / html_of(p)).is_file()]  # missing: see the first test
+    unlinked = [p for p in built if p not in ("glossary", "bibliography")
+                and not re.search(r'href="[./]*glossary\.html#term-',
+                                  (HTML / html_of(p)).read_text(encoding="utf-8"))]
+    assert unlinked == [], (f"{unlinked} link no glossary term: mark the first use of a "
+                            "glossary word with the {term} role, e.g. {term}`embedding`")
 
 
 def test_bibliography_lists_the_works_and_chapters_cite_them(visit):
@@ -200,8 +201,8 @@ def test_bibliography_lists_the_works_and_chapters_cite_them(visit):
     text = page.locator("article").inner_text()
     for author in CITED.values():
         assert author in text
-    cited_from = {p for p in PAGES
-                  if re.search(r'href="[./]*bibliography\.html#',
+    cited_from = {p for p in PAGES if (HTML / html_of(p)).is_file()
+                  and re.search(r'href="[./]*bibliography\.html#',
                                (HTML / html_of(p)).read_text(encoding="utf-8"))}
     assert {"intro", "chapters/00_how_to_use", "chapters/01_pizza"} <= cited_from
 
