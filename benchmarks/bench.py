@@ -155,48 +155,109 @@ def bench_ml100k() -> list[str]:
 
 
 # -- throughput at ML-25M's size --------------------------------------------------------------
-def bench_throughput(n_ratings: int) -> list[str]:
-    from fastai.callback.schedule import fit_one_cycle  # noqa: F401
-    from fastai.collab import collab_learner
-
+def _ml25m_shaped(n_ratings: int, device: str):
     from cfcourse.data import ML25M_SHAPE, planted_ratings, random_split
-    from cfcourse.loaders import collab_dataloaders
-    from cfcourse.metrics import rmse
-    from cfcourse.sparse import SparseDotBias, fit_sparse
 
     shape = {**ML25M_SHAPE, "n_ratings": n_ratings}
     data, gen_seconds = timed(lambda: planted_ratings(**shape, n_factors=32, seed=0))
     train, valid = random_split(data.ratings, valid_pct=0.01, seed=0)
-    x = torch.as_tensor(train[["user", "item"]].to_numpy().astype(np.int64) - 1)
-    y = torch.as_tensor(train["rating"].to_numpy())
-    xv = torch.as_tensor(valid[["user", "item"]].to_numpy().astype(np.int64) - 1)
-    rows = [f"Data: planted_ratings at ML-25M's shape, {n_ratings:,} ratings "
+    x = torch.as_tensor(train[["user", "item"]].to_numpy().astype(np.int64) - 1).to(device)
+    y = torch.as_tensor(train["rating"].to_numpy().copy()).to(device)
+    xv = torch.as_tensor(valid[["user", "item"]].to_numpy().astype(np.int64) - 1).to(device)
+    note = (f"Data: planted_ratings at ML-25M's shape, {n_ratings:,} ratings "
             f"(generated in {gen_seconds:.1f} s; noise floor RMSE {data.noise_floor:.3f}); "
-            "99% train, 1% held out.", "",
-            "| pipeline | seconds / epoch | ratings / s | held-out RMSE |", "|---|---:|---:|---:|"]
-    for label, opts in [("ours: fit_sparse, row_adagrad, 64 factors, bs=32768, lr=0.1",
-                         {"optimizer": "row_adagrad", "lr": 0.1, "bs": 32768}),
-                        ("ours: fit_sparse, sparse_adam, 64 factors, bs=32768, lr=0.01",
-                         {"optimizer": "sparse_adam", "lr": 0.01, "bs": 32768})]:
+            "99% train, 1% held out.")
+    return shape, train, valid, x, y, xv, note
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _fastai_recipe_epoch(train, valid, device: str, fp16: bool, n_batches: int = 30) -> float:
+    """Seconds per epoch of the article's recipe on fastai's own loaders (batches timed, scaled)."""
+    from fastai.callback.schedule import fit_one_cycle  # noqa: F401
+    from fastai.collab import collab_learner
+
+    from cfcourse.loaders import collab_dataloaders
+
+    sub = train.iloc[: 4096 * n_batches]
+    dls = collab_dataloaders(sub, valid.iloc[:4096], bs=4096, device=torch.device(device))
+    learn = collab_learner(dls, n_factors=100, y_range=(0, 5.5))
+    if fp16:
+        learn = learn.to_fp16()
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(1, 3e-3, wd=1e-3)  # warm-up: CUDA context, kernels, imports
+        _sync(device)
+        _, seconds = timed(lambda: (learn.fit_one_cycle(1, 3e-3, wd=1e-3), _sync(device)))
+    return seconds / len(dls.train) * (len(train) / 4096)
+
+
+def _ours_rows(shape, x, y, xv, valid, device: str, variants) -> list[str]:
+    from cfcourse.metrics import rmse
+    from cfcourse.sparse import SparseDotBias, fit_sparse
+
+    rows = []
+    for label, epochs, opts in variants:
         torch.manual_seed(0)
         model = SparseDotBias(shape["n_users"], shape["n_items"], 64, mean=float(y.mean()),
-                              y_range=(0.5, 5.0))
+                              y_range=(0.5, 5.0)).to(device)
+        warm = torch.arange(min(len(x), 2 * opts["bs"]), device=device)
+        fit_sparse(model, x[warm], y[warm], epochs=1, **opts)  # warm-up, then start afresh
+        torch.manual_seed(0)
+        model = SparseDotBias(shape["n_users"], shape["n_items"], 64, mean=float(y.mean()),
+                              y_range=(0.5, 5.0)).to(device)
+        _sync(device)
         start = time.perf_counter()
-        fit_sparse(model, x, y, epochs=1, reg=0.02, reg_bias=0.005, **opts)
-        seconds = time.perf_counter() - start
-        error = rmse(model.predict(xv).numpy(), valid["rating"])
-        rows.append(f"| {label} | {seconds:.1f} | {len(x) / seconds:,.0f} | {error:.4f} |")
-    # fastai's own pipeline on the same data: a fixed number of batches, extrapolated.
-    n_batches = 30
-    sub = train.iloc[: 4096 * n_batches]
-    dls = collab_dataloaders(sub, valid.iloc[:4096], bs=4096)
-    learn = collab_learner(dls, n_factors=100, y_range=(0, 5.5))
-    with learn.no_bar(), learn.no_logging():
-        _, seconds = timed(lambda: learn.fit_one_cycle(1, 3e-3, wd=1e-3))
-    per_epoch = seconds / n_batches * (len(train) / 4096)
-    rows.append(f"| fastai recipe: CollabDataLoaders-style pipeline + collab_learner, 100 factors, "
-                f"bs=4096, wd=1e-3 ({n_batches} batches timed, extrapolated) | {per_epoch:.1f} | "
+        fit_sparse(model, x, y, epochs=epochs, reg=0.02, reg_bias=0.005, **opts)
+        _sync(device)
+        per_epoch = (time.perf_counter() - start) / epochs
+        error = rmse(model.predict(xv).cpu().numpy(), valid["rating"])
+        rows.append(f"| {label}, {epochs} epoch{'s' * (epochs > 1)} | {per_epoch:.1f} | "
+                    f"{len(x) / per_epoch:,.0f} | {error:.4f} |")
+    return rows
+
+
+_HEADER = ["| pipeline | seconds / epoch | ratings / s | held-out RMSE |", "|---|---:|---:|---:|"]
+
+
+def bench_throughput(n_ratings: int) -> list[str]:
+    shape, train, valid, x, y, xv, note = _ml25m_shaped(n_ratings, "cpu")
+    big = {"bs": 32768, "lr": 0.1}
+    rows = [note, "", *_HEADER, *_ours_rows(shape, x, y, xv, valid, "cpu", [
+        ("ours: fit_sparse, fused_row_adagrad (no autograd), 64 factors, bs=32768, lr=0.1", 3,
+         {"optimizer": "fused_row_adagrad", **big}),
+        ("ours: fit_sparse, row_adagrad (autograd), 64 factors, bs=32768, lr=0.1", 1,
+         {"optimizer": "row_adagrad", **big}),
+        ("ours: fit_sparse, sparse_adam (autograd), 64 factors, bs=32768, lr=0.01", 1,
+         {"optimizer": "sparse_adam", "bs": 32768, "lr": 0.01})])]
+    per_epoch = _fastai_recipe_epoch(train, valid, "cpu", fp16=False)
+    rows.append(f"| fastai recipe: collab_learner on fastai's loaders, 100 factors, bs=4096, "
+                f"wd=1e-3 (30 batches timed, scaled to the epoch) | {per_epoch:.1f} | "
                 f"{len(train) / per_epoch:,.0f} | n/a |")
+    return rows
+
+
+def bench_gpu(n_ratings: int, device: str = "cuda") -> list[str]:
+    if device == "cuda" and not torch.cuda.is_available():
+        return ["Not measured: no GPU on this machine. `make bench` on a machine with CUDA "
+                "fills this table."]
+    shape, train, valid, x, y, xv, note = _ml25m_shaped(n_ratings, device)
+    name = torch.cuda.get_device_name(0) if device == "cuda" else device
+    rows = [f"{note} Device: {name}; tensors resident on it.", "", *_HEADER,
+            *_ours_rows(shape, x, y, xv, valid, device, [
+                ("ours: fit_sparse, fused_row_adagrad, 64 factors, bs=65536, lr=0.2", 3,
+                 {"optimizer": "fused_row_adagrad", "bs": 65536, "lr": 0.2}),
+                ("ours: fit_sparse, fused_row_adagrad, 64 factors, bs=16384, lr=0.1", 3,
+                 {"optimizer": "fused_row_adagrad", "bs": 16384, "lr": 0.1})])]
+    recipe = _fastai_recipe_epoch(train, valid, device, fp16=device == "cuda")
+    ours = float(rows[-2].split("|")[2])
+    rows += [f"| the article's fastai recipe: fastai's loaders, 100 factors, bs=4096, fp16, "
+             f"wd=1e-3 (30 batches timed, scaled to the epoch) | {recipe:.1f} | "
+             f"{len(train) / recipe:,.0f} | n/a |", "",
+             f"Ours (bs=65536) against the recipe: {recipe / ours:.0f}× faster per epoch "
+             "(goals: ≤ 3 s per 25 M-row epoch, ≥ 20×)."]
     return rows
 
 
@@ -238,12 +299,6 @@ def bench_loading(n_ratings: int) -> list[str]:
             f"| cached | {cached[0]:.1f} | {cached[1]:.2f} | ≤ 5 s |"]
 
 
-def bench_gpu() -> list[str]:
-    if not torch.cuda.is_available():
-        return ["Not measured: no GPU on this machine. Run `make bench` on a machine with CUDA."]
-    return ["GPU present but the GPU row is not implemented in this script yet."]
-
-
 SECTIONS = {"api": bench_api, "ml100k": bench_ml100k, "throughput": bench_throughput,
             "loading": bench_loading, "gpu": bench_gpu}
 TITLES = {"api": "cfcourse.fit vs Surprise on ML-100k (one 90/10 split)",
@@ -267,7 +322,7 @@ def main() -> None:
              ""]
     for name in args.only:
         print(f"== {name}", flush=True)
-        kwargs = {"n_ratings": args.ratings} if name in ("throughput", "loading") else {}
+        kwargs = {"n_ratings": args.ratings} if name in ("throughput", "loading", "gpu") else {}
         body = SECTIONS[name](**kwargs)
         print("\n".join(body), flush=True)
         lines += [f"## {TITLES[name]}", "", *body, ""]

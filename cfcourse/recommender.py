@@ -33,7 +33,7 @@ __all__ = ["DEFAULTS", "Recommender", "fit", "load"]
 # Chosen on ML-100k (see benchmarks/RESULTS.md): the best model the course has, fast on a CPU.
 DEFAULTS = {
     "dot_bias": {"n_factors": 64, "epochs": 12, "lr": 0.2, "bs": 4096, "reg": 0.1,
-                 "reg_bias": 0.01, "optimizer": "row_adagrad"},
+                 "reg_bias": 0.01, "optimizer": "fused_row_adagrad"},
     "nn": {"layers": [100, 50], "dropout": 0.1, "epochs": 5, "lr": 3e-3, "bs": 1024, "wd": 0.01},
 }
 _FORMAT = "cfcourse-recommender-1"

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cfcourse.sparse import RowAdagrad, SparseDotBias, fit_sparse
+from cfcourse.sparse import FusedRowAdagrad, RowAdagrad, SparseDotBias, fit_sparse
 
 
 def test_row_adagrad_by_hand():
@@ -49,7 +49,8 @@ def planted(n_users=60, n_items=50, k=3, seed=0):
     return torch.stack([u, i], 1), 3.0 + (P[u] * Q[i]).sum(1) * 0.5
 
 
-@pytest.mark.parametrize("optimizer,lr", [("sparse_adam", 0.05), ("row_adagrad", 0.3)])
+@pytest.mark.parametrize("optimizer,lr", [("sparse_adam", 0.05), ("row_adagrad", 0.3),
+                                             ("fused_row_adagrad", 0.3)])
 def test_fit_sparse_learns_with_either_optimizer(optimizer, lr):
     x, y = planted()
     torch.manual_seed(0)
@@ -104,3 +105,47 @@ def test_sparse_penalty_by_hand():
 def test_fit_sparse_rejects_misaligned_input():
     with pytest.raises(ValueError, match="aligned"):
         fit_sparse(SparseDotBias(2, 2, 2), torch.zeros(3, 2, dtype=torch.long), torch.zeros(2))
+
+
+def _duplicate_heavy_data(n=3000, n_users=50, n_items=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.stack([torch.randint(0, n_users, (n,), generator=g),
+                     torch.randint(0, n_items, (n,), generator=g)], dim=1)
+    return x, torch.rand(n, generator=g) * 4 + 1
+
+
+def test_fused_row_adagrad_equals_autograd_row_adagrad():
+    # Batches of 256 over 50 users and 40 items: every batch repeats rows many times.
+    x, y = _duplicate_heavy_data()
+    torch.manual_seed(0)
+    a = SparseDotBias(50, 40, 8, mean=float(y.mean()))
+    b = SparseDotBias(50, 40, 8, mean=float(y.mean()))
+    b.load_state_dict(a.state_dict())
+    opts = {"epochs": 3, "lr": 0.1, "bs": 256, "reg": 0.05, "reg_bias": 0.01}
+    history_a = fit_sparse(a, x, y, optimizer="row_adagrad", **opts)
+    history_b = fit_sparse(b, x, y, optimizer="fused_row_adagrad", **opts)
+    assert history_b == pytest.approx(history_a, rel=1e-6)
+    for name, weight in a.state_dict().items():
+        assert torch.allclose(weight, b.state_dict()[name], atol=1e-5), name
+    assert history_b[-1] < history_b[0]
+
+
+def test_fused_train_step_by_hand():
+    model = SparseDotBias(3, 2, 1, mean=3.0, init_std=0.0)
+    with torch.no_grad():
+        model.user_factors.weight[:] = torch.tensor([[1.0], [2.0], [0.0]])
+        model.item_factors.weight[:] = torch.tensor([[0.5], [1.0]])
+    opt = FusedRowAdagrad(model, lr=0.1)
+    users, items, y = torch.tensor([0, 0, 1]), torch.tensor([0, 1, 1]), torch.tensor([4.0, 3.0, 5.0])
+    sse = opt.train_step(users, items, y)  # predictions 3.5, 4.0, 5.0 -> errors -0.5, 1, 0
+    assert float(sse) == pytest.approx(0.25 + 1.0)
+    # User 0's gradient rows, 2/3 * e * q, sum to 2/3 * (-0.5*0.5 + 1*1) = 0.5; Adagrad's
+    # first step moves a row by lr * sign(g) when the accumulator holds only g².
+    assert model.user_factors.weight[0, 0].item() == pytest.approx(1.0 - 0.1)
+    assert model.user_factors.weight[2, 0].item() == 0.0  # untouched row
+    assert model.user_bias.weight[1, 0].item() == 0.0  # zero error, zero gradient
+
+
+def test_fused_rejects_other_models():
+    with pytest.raises(TypeError, match="SparseDotBias"):
+        FusedRowAdagrad(torch.nn.Linear(2, 1))

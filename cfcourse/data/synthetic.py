@@ -50,21 +50,32 @@ def _power_law(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
     return weights / weights.sum()
 
 
-def _sorted_unique(keys: np.ndarray) -> np.ndarray:
-    """``np.unique`` by sorting (NumPy 2's hash-based unique is many times slower on int64)."""
-    keys = np.sort(keys)
-    return keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+def _merge_unique(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Distinct keys of ``old`` (sorted, distinct) and ``new``, sorted.
+
+    ``np.unique`` by sorting (NumPy 2's hash-based unique is many times slower on int64),
+    and a merge rather than a fresh sort of everything when ``old`` is already large.
+    """
+    merged = np.concatenate([old, np.sort(new)])
+    merged.sort(kind="stable")  # timsort finds the two sorted runs and merges them in O(n)
+    return merged[np.r_[True, merged[1:] != merged[:-1]]] if len(merged) else merged
 
 
 def _sample_pairs(n_users, n_items, n_ratings, rng, exponent) -> np.ndarray:
     """Distinct (user, item) keys ``user * n_items + item``, power-law on both sides."""
     pu, pi = _power_law(n_users, exponent, rng), _power_law(n_items, exponent, rng)
     keys = np.empty(0, dtype=np.int64)
+    new_share = 0.8  # guess at the share of draws that are new pairs; measured after each round
     while len(keys) < n_ratings:
-        want = int((n_ratings - len(keys)) * 1.2) + 16
-        users = rng.choice(n_users, size=want, p=pu)
-        items = rng.choice(n_items, size=want, p=pi)
-        keys = _sorted_unique(np.concatenate([keys, users.astype(np.int64) * n_items + items]))
+        want = int((n_ratings - len(keys)) / new_share * 1.1) + 16
+        # ``want`` independent draws from pu × pi, without a per-draw search: draw how many
+        # times each user and each item comes up, then pair the two lists at random.
+        users = np.repeat(np.arange(n_users, dtype=np.int64), rng.multinomial(want, pu))
+        items = np.repeat(np.arange(n_items, dtype=np.int64), rng.multinomial(want, pi))
+        rng.shuffle(items)
+        before = len(keys)
+        keys = _merge_unique(keys, users * n_items + items)
+        new_share = max((len(keys) - before) / want, 0.01)
     return rng.permutation(keys)[:n_ratings]
 
 
