@@ -73,15 +73,21 @@ def bench_api() -> list[str]:
         _, seconds = timed(lambda algo=algo: algo.fit(trainset))
         pred = [algo.predict(u, i).est for u, i in zip(valid["user"], valid["item"])]
         results[name] = (seconds, rmse(pred, valid["rating"]))
-    model, seconds = timed(lambda: cfcourse.fit(train))
-    results["cfcourse.fit (defaults)"] = (seconds, rmse(model.predict(valid, unknown="bias"),
-                                                         valid["rating"]))
+    # The first fit in a process also pays PyTorch's one-off import of its optimiser
+    # machinery (torch._dynamo, about 2 s); both are shown, the ratio uses the second.
+    for label in ("first call in this process", "second call"):
+        model, seconds = timed(lambda: cfcourse.fit(train))
+        results[f"cfcourse.fit (defaults), {label}"] = (
+            seconds, rmse(model.predict(valid, unknown="bias"), valid["rating"]))
     for name, (seconds, error) in results.items():
         rows.append(f"| {name} | {seconds:.1f} | {error:.4f} |")
-    ours, svdpp = results["cfcourse.fit (defaults)"], results["Surprise SVD++ (defaults)"]
+    first = results["cfcourse.fit (defaults), first call in this process"]
+    ours, svdpp = results["cfcourse.fit (defaults), second call"], \
+        results["Surprise SVD++ (defaults)"]
     rows.append("")
     rows.append(f"cfcourse.fit vs SVD++: RMSE {svdpp[1] - ours[1]:+.4f} better, "
-                f"{svdpp[0] / ours[0]:.1f}× less time (goal: ≥ 0.01 better in ≤ 1/4 of the time).")
+                f"{svdpp[0] / ours[0]:.1f}× less time ({svdpp[0] / first[0]:.1f}× counting the "
+                "first call's imports; goal: ≥ 0.01 better in ≤ 1/4 of the time).")
     return rows
 
 
@@ -308,22 +314,45 @@ TITLES = {"api": "cfcourse.fit vs Surprise on ML-100k (one 90/10 split)",
           "gpu": "GPU: seconds per 25 M-row epoch"}
 
 
+def _steal_ticks() -> int:
+    """CPU time the hypervisor gave to other guests (``steal`` in /proc/stat), in ticks."""
+    try:
+        return int(Path("/proc/stat").read_text().split("\n")[0].split()[8])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", choices=list(SECTIONS), default=list(SECTIONS))
     parser.add_argument("--ratings", type=int, default=25_000_095,
-                        help="rows for the throughput and loading sections")
+                        help="rows for the throughput, loading and gpu sections")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    parser.add_argument("--section", choices=list(SECTIONS), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.section:  # child process: run one section, print its body
+        kwargs = {"n_ratings": args.ratings} if args.section in ("throughput", "loading",
+                                                                  "gpu") else {}
+        print("\n".join(SECTIONS[args.section](**kwargs)), flush=True)
+        return
     command = "python benchmarks/bench.py " + " ".join(sys.argv[1:])
     lines = ["# Benchmark results", "",
              f"- date: {datetime.datetime.now().isoformat(timespec='minutes')}",
              f"- machine: {machine()}", f"- command: `{command.strip()}` (what `make bench` runs)",
-             ""]
+             "- each section runs in a fresh Python process, one after another", ""]
     for name in args.only:
         print(f"== {name}", flush=True)
-        kwargs = {"n_ratings": args.ratings} if name in ("throughput", "loading", "gpu") else {}
-        body = SECTIONS[name](**kwargs)
+        steal = _steal_ticks()
+        child = subprocess.run([sys.executable, __file__, "--section", name,
+                                "--ratings", str(args.ratings)],
+                               capture_output=True, text=True, check=False)
+        if child.returncode:
+            sys.exit(f"section {name} failed:\n{child.stderr[-4000:]}")
+        body = child.stdout.strip().split("\n")
+        stolen = (_steal_ticks() - steal) / os.sysconf("SC_CLK_TCK")
+        if stolen > 1:
+            body += ["", f"(The hypervisor gave {stolen:.0f} CPU-seconds to other machines "
+                     "during this section; its times are inflated by that.)"]
         print("\n".join(body), flush=True)
         lines += [f"## {TITLES[name]}", "", *body, ""]
     Path(args.out).write_text("\n".join(lines))

@@ -20,7 +20,7 @@ Modules, bottom layer first: :mod:`cfcourse.env`; :mod:`cfcourse.data`; the mode
 """
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "fit", "load", "Recommender"]
+__all__ = ["Recommender", "__version__", "fit", "load"]
 
 
 def __getattr__(name):

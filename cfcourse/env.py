@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import numpy as np
 
-__all__ = ["SCALES", "scale", "by_scale", "device", "in_colab", "in_kaggle", "seed_everything"]
+__all__ = ["SCALES", "by_scale", "device", "in_colab", "in_kaggle", "scale", "seed_everything"]
 
 SCALES = ("ci", "cpu", "gpu")
 

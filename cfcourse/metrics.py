@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["rmse", "mae", "align_linear", "linear_recovery_r2"]
+__all__ = ["align_linear", "linear_recovery_r2", "mae", "rmse"]
 
 
 def _pair(pred, target) -> tuple[np.ndarray, np.ndarray]:

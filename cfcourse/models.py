@@ -11,8 +11,13 @@ import torch
 from torch import nn
 
 __all__ = [
-    "sigmoid_range", "create_params", "DotProduct", "DotProductBias", "DotProductBiasParams",
-    "emb_sz_rule", "CollabNN",
+    "CollabNN",
+    "DotProduct",
+    "DotProductBias",
+    "DotProductBiasParams",
+    "create_params",
+    "emb_sz_rule",
+    "sigmoid_range",
 ]
 
 INIT_STD = 0.01  # small random factors: every prediction starts near the middle of y_range

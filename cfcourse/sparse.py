@@ -144,7 +144,8 @@ class FusedRowAdagrad(RowAdagrad):
     :meth:`train_step` computes them directly and applies exactly the update
     :class:`RowAdagrad` would (duplicates summed per row, one accumulator per row),
     without autograd's graph or sparse-tensor bookkeeping. Duplicate rows are found
-    in O(B) with a scratch array instead of a sort.
+    in O(B) with a scratch array instead of a sort, and each side's factor and bias
+    gradients are summed per row in one pass.
 
     Examples
     --------
@@ -169,17 +170,21 @@ class FusedRowAdagrad(RowAdagrad):
                        for t in self.tables[:2]]
 
     def _distinct(self, slot: torch.Tensor, idx: torch.Tensor, positions: torch.Tensor):
-        """For each position, one canonical position sharing its row; and the canonical ones."""
+        """The distinct rows in ``idx``, and each position's place among them."""
         slot[idx] = positions  # among duplicates one write wins, whichever it is
-        canonical = slot[idx]
-        return canonical, (canonical == positions).nonzero().squeeze(1)
+        rows = idx[(slot[idx] == positions).nonzero().squeeze(1)]  # (U,)
+        slot[rows] = torch.arange(len(rows), device=idx.device)
+        return rows, slot[idx]  # (U,), (B,)
 
-    def _apply(self, table, grad, canonical, firsts, rows, lr, eps) -> None:
-        summed = torch.zeros_like(grad).index_add_(0, canonical, grad)[firsts]  # (U, k)
-        acc = self.state[table]["sum"]
-        total = acc[rows] + summed.pow(2).mean(dim=1)
-        acc[rows] = total
-        table.index_add_(0, rows, summed * (-lr / (total.sqrt() + eps))[:, None])
+    def _apply(self, factors, bias, grad, rows, place, lr, eps) -> None:
+        """Sum ``grad`` (B, k+1: factors, then bias) per row; Adagrad step on those rows."""
+        summed = grad.new_zeros(len(rows), grad.shape[1]).index_add_(0, place, grad)  # (U, k+1)
+        k = factors.shape[1]
+        for table, part in ((factors, summed[:, :k]), (bias, summed[:, k:])):
+            acc = self.state[table]["sum"]
+            total = acc[rows] + part.pow(2).mean(dim=1)
+            acc[rows] = total
+            table.index_add_(0, rows, part * (-lr / (total.sqrt() + eps))[:, None])
 
     def train_step(self, users: torch.Tensor, items: torch.Tensor, y: torch.Tensor,
                    reg: float = 0.0, reg_bias: float = 0.0) -> torch.Tensor:
@@ -193,23 +198,24 @@ class FusedRowAdagrad(RowAdagrad):
             return super().step(closure)
         users, items, y, reg, reg_bias = batch
         wu, wi, bu_w, bi_w = self.tables
-        b = len(users)
+        b, k = len(users), wu.shape[1]
         p, q = wu.index_select(0, users), wi.index_select(0, items)  # (B, k)
         bu, bi = bu_w.index_select(0, users), bi_w.index_select(0, items)  # (B, 1)
         err = (p * q).sum(dim=1, keepdim=True).add_(bu).add_(bi).add_(self.model.mean)
         err.sub_(y[:, None])  # (B, 1)
         sse = err.pow(2).sum()
         e = err.mul_(2.0 / b)
-        grads = [torch.addcmul(p * (2.0 * reg / b), q, e), torch.addcmul(q * (2.0 * reg / b), p, e),
-                 bu.mul_(2.0 * reg_bias / b).add_(e), bi.mul_(2.0 * reg_bias / b).add_(e)]
-        positions = torch.arange(b, device=users.device)
-        found = [self._distinct(slot, idx, positions)
-                 for slot, idx in zip(self._slots, (users, items))]
-        rows = [users[found[0][1]], items[found[1][1]]]
         lr, eps = self.param_groups[0]["lr"], self.param_groups[0]["eps"]
-        for t, (table, grad) in enumerate(zip(self.tables, grads)):
-            side = t % 2  # 0: user tables, 1: item tables
-            self._apply(table, grad, found[side][0], found[side][1], rows[side], lr, eps)
+        positions = torch.arange(b, device=users.device)
+        for idx, own, other, own_bias, factors, bias, slot in (
+                (users, p, q, bu, wu, bu_w, self._slots[0]),
+                (items, q, p, bi, wi, bi_w, self._slots[1])):
+            grad = torch.empty(b, k + 1, dtype=own.dtype, device=own.device)  # factors | bias
+            torch.mul(other, e, out=grad[:, :k])
+            grad[:, :k].add_(own, alpha=2.0 * reg / b)
+            torch.add(e, own_bias, alpha=2.0 * reg_bias / b, out=grad[:, k:])
+            rows, place = self._distinct(slot, idx, positions)
+            self._apply(factors, bias, grad, rows, place, lr, eps)
         return sse
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from cfcourse.data.pizza import QUALITIES, PizzaWorld, enjoyment, favourite_pizzas
 
-__all__ = ["pizza_explorer", "explain_score"]
+__all__ = ["explain_score", "pizza_explorer"]
 
 
 def explain_score(tastes, qualities) -> str:

@@ -12,8 +12,7 @@ import zipfile
 
 import pytest
 
-from cfcourse.data import catalog
-from cfcourse.data import sources
+from cfcourse.data import catalog, sources
 
 U_DATA = "1\t10\t4\t881250949\n1\t20\t3\t881250950\n2\t10\t5\t881250951\n3\t30\t1\t881250952\n"
 U_ITEM = (

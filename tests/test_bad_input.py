@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import U_DATA, U_ITEM, U_USER, FakeResponse, make_zip
 
 import cfcourse
 from cfcourse import env
@@ -50,7 +51,6 @@ from cfcourse.loaders import collab_dataloaders
 from cfcourse.metrics import linear_recovery_r2, rmse
 from cfcourse.models import DotProduct
 from cfcourse.train import fit_plain
-from conftest import U_DATA, U_ITEM, U_USER, FakeResponse, make_zip
 
 GOOD = pd.DataFrame({"user": [1, 1, 2, 3], "item": [10, 20, 10, 30],
                      "rating": [4.0, 3.0, 5.0, 1.0]})

@@ -2,6 +2,7 @@ import hashlib
 import zipfile
 
 import pytest
+from conftest import make_zip
 
 from cfcourse.data.download import (
     DownloadError,
@@ -10,7 +11,6 @@ from cfcourse.data.download import (
     safe_extract,
     sha256_of,
 )
-from conftest import make_zip
 
 
 def test_download_writes_file_when_digest_matches(tmp_path, serve):

@@ -2,10 +2,9 @@ import importlib.util
 import os
 
 import pytest
-
-from cfcourse.data import DataNotFoundError, load_movielens, locate
-from cfcourse.data import sources
 from conftest import U_DATA, U_ITEM, U_USER
+
+from cfcourse.data import DataNotFoundError, load_movielens, locate, sources
 
 
 def write_100k(folder):

@@ -3,9 +3,9 @@ import importlib.util
 import numpy as np
 import pandas as pd
 import pytest
+from test_locate import write_100k
 
 from cfcourse.data import MalformedFileError, load_items, load_movielens, load_ratings, load_users
-from test_locate import write_100k
 
 HAS_OFFLINE = importlib.util.find_spec("recbole") is not None
 

@@ -65,7 +65,7 @@ def test_chapter_has_its_parts(path):
     assert "assert " in code
     for heading in ["## What we built", "## Exercises", "## Questionnaire"]:
         assert heading in text, f"{path.name} lacks '{heading}'"
-    questions = re.findall(r"^\d+\. ", text.split("## Questionnaire")[1], flags=re.M)
+    questions = re.findall(r"^\d+\. ", text.split("## Questionnaire")[1], flags=re.MULTILINE)
     assert len(questions) >= 10
     assert text.count("{exercise-start}") >= 2 and text.count("{solution-start}") >= 2
 
@@ -108,7 +108,8 @@ def test_floors_stay_at_or_below_colab():
 
 
 def test_no_movielens_file_is_tracked():
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout
     names = {Path(f).name for f in tracked.split()}
     assert not names & {"u.data", "u.item", "u.user", "ratings.csv", "ratings.dat", "movies.csv"}
     assert not any(f.endswith((".inter", ".zip")) for f in tracked.split())

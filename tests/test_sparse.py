@@ -149,3 +149,16 @@ def test_fused_train_step_by_hand():
 def test_fused_rejects_other_models():
     with pytest.raises(TypeError, match="SparseDotBias"):
         FusedRowAdagrad(torch.nn.Linear(2, 1))
+
+
+def test_fused_optimizer_without_a_batch_is_row_adagrad():
+    x, y = _duplicate_heavy_data(n=64)
+    torch.manual_seed(0)
+    a = SparseDotBias(50, 40, 4, mean=3.0)
+    b = SparseDotBias(50, 40, 4, mean=3.0)
+    b.load_state_dict(a.state_dict())
+    for model, opt in ((a, RowAdagrad(a.parameters(), lr=0.1)), (b, FusedRowAdagrad(b, lr=0.1))):
+        (model(x) - y).pow(2).mean().backward()
+        opt.step()
+    for name, weight in a.state_dict().items():
+        assert torch.allclose(weight, b.state_dict()[name]), name

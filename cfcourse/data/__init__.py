@@ -6,7 +6,6 @@
 from cfcourse.data.catalog import DATASETS
 from cfcourse.data.checks import IdIndex, validate_ratings
 from cfcourse.data.download import DownloadError, UnsafeArchiveError
-from cfcourse.data.sources import DataNotFoundError, cache_dir, locate
 from cfcourse.data.movielens import (
     MalformedFileError,
     load_items,
@@ -21,13 +20,32 @@ from cfcourse.data.pizza import (
     favourite_pizzas,
     make_pizza_world,
 )
+from cfcourse.data.sources import DataNotFoundError, cache_dir, locate
 from cfcourse.data.split import random_split
 from cfcourse.data.synthetic import ML25M_SHAPE, PlantedRatings, planted_ratings, write_ratings_csv
 
 __all__ = [
-    "IdIndex", "validate_ratings",
-    "DATASETS", "DownloadError", "UnsafeArchiveError", "DataNotFoundError", "cache_dir", "locate",
-    "MalformedFileError", "load_items", "load_movielens", "load_ratings", "load_users",
-    "QUALITIES", "PizzaWorld", "enjoyment", "favourite_pizzas", "make_pizza_world", "random_split",
-    "ML25M_SHAPE", "PlantedRatings", "planted_ratings", "write_ratings_csv",
+    "DATASETS",
+    "ML25M_SHAPE",
+    "QUALITIES",
+    "DataNotFoundError",
+    "DownloadError",
+    "IdIndex",
+    "MalformedFileError",
+    "PizzaWorld",
+    "PlantedRatings",
+    "UnsafeArchiveError",
+    "cache_dir",
+    "enjoyment",
+    "favourite_pizzas",
+    "load_items",
+    "load_movielens",
+    "load_ratings",
+    "load_users",
+    "locate",
+    "make_pizza_world",
+    "planted_ratings",
+    "random_split",
+    "validate_ratings",
+    "write_ratings_csv",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Dataset", "DATASETS", "get_dataset"]
+__all__ = ["DATASETS", "Dataset", "get_dataset"]
 
 BASE_URL = "https://files.grouplens.org/datasets/movielens/"
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["validate_ratings", "IdIndex"]
+__all__ = ["IdIndex", "validate_ratings"]
 
 _RENAMES = {"userId": "user", "user_id": "user", "movieId": "item", "item_id": "item",
             "movie": "item", "score": "rating", "stars": "rating"}

@@ -22,7 +22,7 @@ import pandas as pd
 
 from cfcourse.data.sources import cache_dir
 
-__all__ = ["read_columnar", "write_columnar", "columnar_folder"]
+__all__ = ["columnar_folder", "read_columnar", "write_columnar"]
 
 _FORMAT = 1
 

@@ -16,7 +16,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
-__all__ = ["sha256_of", "download", "safe_extract", "DownloadError", "UnsafeArchiveError"]
+__all__ = ["DownloadError", "UnsafeArchiveError", "download", "safe_extract", "sha256_of"]
 
 CHUNK = 1 << 20  # 1 MiB
 TIMEOUT_S = 30

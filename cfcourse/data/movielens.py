@@ -24,7 +24,7 @@ import pandas as pd
 from cfcourse.data.columnar import read_columnar, write_columnar
 from cfcourse.data.sources import DataNotFoundError, Located, locate
 
-__all__ = ["load_movielens", "load_ratings", "load_items", "load_users", "MalformedFileError"]
+__all__ = ["MalformedFileError", "load_items", "load_movielens", "load_ratings", "load_users"]
 
 RATING_DTYPES = {"user": "int32", "item": "int32", "rating": "float32", "timestamp": "int64"}
 GENRES_100K = [

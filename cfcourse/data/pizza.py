@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["QUALITIES", "PizzaWorld", "make_pizza_world", "enjoyment", "favourite_pizzas"]
+__all__ = ["QUALITIES", "PizzaWorld", "enjoyment", "favourite_pizzas", "make_pizza_world"]
 
 QUALITIES = ("thickness", "spice", "cheese")
 # Named pizzas get plausible qualities (thickness, spice, cheese); more pizzas are random.

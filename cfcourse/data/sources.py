@@ -27,7 +27,7 @@ from pathlib import Path
 from cfcourse.data import download as dl
 from cfcourse.data.catalog import Dataset, get_dataset
 
-__all__ = ["Located", "DataNotFoundError", "locate", "cache_dir", "kaggle_input", "KAGGLE_INPUT"]
+__all__ = ["KAGGLE_INPUT", "DataNotFoundError", "Located", "cache_dir", "kaggle_input", "locate"]
 
 KAGGLE_INPUT = Path("/kaggle/input")
 _KAGGLE_MAX_DEPTH = 5
@@ -110,10 +110,10 @@ def _search_kaggle(ds: Dataset) -> Located | None:
             hits.append(Path(root))
     named = [h for h in hits if ds.name.replace("ml-", "") in str(h).lower()]
     if named:
-        return Located(sorted(named)[0], ds.layout, "kaggle")
+        return Located(min(named), ds.layout, "kaggle")
     low, high = ds.ratings_bytes
     sized = [h for h in hits if low <= (h / ds.ratings_file).stat().st_size <= high]
-    return Located(sorted(sized)[0], ds.layout, "kaggle") if sized else None
+    return Located(min(sized), ds.layout, "kaggle") if sized else None
 
 
 def _from_cache(ds: Dataset, tried: list[str]) -> Located | None:
@@ -139,7 +139,7 @@ def _offline_copy(ds: Dataset) -> Located | None:
     spec = importlib.util.find_spec("recbole")  # finds the files; never imports recbole
     if spec is None or not spec.submodule_search_locations:
         return None
-    folder = Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k"
+    folder = Path(next(iter(spec.submodule_search_locations))) / "dataset_example" / "ml-100k"
     if (folder / "ml-100k.inter").is_file():
         return Located(folder, "recbole", "offline copy")
     return None

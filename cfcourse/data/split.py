@@ -34,7 +34,7 @@ def random_split(
     if len(df) < 2:
         raise ValueError(f"cannot split a frame of {len(df)} row(s); it needs at least 2.")
     order = np.random.default_rng(seed).permutation(len(df))
-    n_valid = max(1, int(round(len(df) * valid_pct)))
+    n_valid = max(1, round(len(df) * valid_pct))
     valid = df.iloc[order[:n_valid]].reset_index(drop=True)
     train = df.iloc[order[n_valid:]].reset_index(drop=True)
     return train, valid

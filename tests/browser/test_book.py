@@ -14,7 +14,6 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
-
 from book_browser import (  # noqa: F401  (fixtures are used by name)
     HTML,
     NOTEBOOKS,

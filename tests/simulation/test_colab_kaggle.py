@@ -40,7 +40,8 @@ CELL_TIMEOUT_S = 600
 
 # -- the simulated environment ---------------------------------------------------------------
 def _sim(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SIM_PYTHON), *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run([str(SIM_PYTHON), *args], cwd=cwd, capture_output=True, text=True,
+                          check=False)
 
 
 @pytest.fixture(scope="module")
