@@ -115,9 +115,6 @@ class RowAdagrad(torch.optim.Optimizer):
                     self._update(p, p.grad, group["lr"], group["eps"])
 
     def _update(self, p: torch.Tensor, grad: torch.Tensor, lr: float, eps: float) -> None:
-        state = self.state[p]
-        if "sum" not in state:
-            state["sum"] = torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)
         if grad.is_sparse:  # duplicates are summed once per unique row
             rows, inverse = torch.unique(grad._indices()[0], return_inverse=True)
             values = grad._values()
@@ -125,8 +122,15 @@ class RowAdagrad(torch.optim.Optimizer):
             summed.index_add_(0, inverse, values)
         else:
             rows, summed = torch.arange(p.shape[0], device=p.device), grad
-        flat = summed.reshape(len(rows), -1)  # (U, k)
-        total = state["sum"][rows] + flat.pow(2).mean(dim=1)  # (U,)
+        self._step_rows(p, rows, summed, lr, eps)
+
+    def _step_rows(self, p: torch.Tensor, rows: torch.Tensor, summed: torch.Tensor,
+                   lr: float, eps: float) -> None:
+        """The Adagrad step on distinct ``rows`` of ``p``, given their summed gradients."""
+        state = self.state[p]
+        if "sum" not in state:
+            state["sum"] = torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)
+        total = state["sum"][rows] + summed.reshape(len(rows), -1).pow(2).mean(dim=1)  # (U,)
         state["sum"][rows] = total
         scale = (lr / (total.sqrt() + eps)).view(-1, *([1] * (summed.dim() - 1)))
         p.index_add_(0, rows, -scale * summed)
@@ -162,9 +166,6 @@ class FusedRowAdagrad(RowAdagrad):
         self.tables = [model.user_factors.weight, model.item_factors.weight,
                        model.user_bias.weight, model.item_bias.weight]
         super().__init__(self.tables, lr=lr, eps=eps)
-        for table in self.tables:
-            self.state[table]["sum"] = torch.zeros(table.shape[0], dtype=table.dtype,
-                                                   device=table.device)
         device = self.tables[0].device
         self._slots = [torch.empty(t.shape[0], dtype=torch.long, device=device)
                        for t in self.tables[:2]]
@@ -180,11 +181,8 @@ class FusedRowAdagrad(RowAdagrad):
         """Sum ``grad`` (B, k+1: factors, then bias) per row; Adagrad step on those rows."""
         summed = grad.new_zeros(len(rows), grad.shape[1]).index_add_(0, place, grad)  # (U, k+1)
         k = factors.shape[1]
-        for table, part in ((factors, summed[:, :k]), (bias, summed[:, k:])):
-            acc = self.state[table]["sum"]
-            total = acc[rows] + part.pow(2).mean(dim=1)
-            acc[rows] = total
-            table.index_add_(0, rows, part * (-lr / (total.sqrt() + eps))[:, None])
+        self._step_rows(factors, rows, summed[:, :k], lr, eps)
+        self._step_rows(bias, rows, summed[:, k:], lr, eps)
 
     def train_step(self, users: torch.Tensor, items: torch.Tensor, y: torch.Tensor,
                    reg: float = 0.0, reg_bias: float = 0.0) -> torch.Tensor:
