@@ -18,9 +18,16 @@ Run it on one process, or on two with the gloo backend (CPU)::
     python -m cfcourse.distributed --out one.npz
     torchrun --standalone --nproc_per_node=2 -m cfcourse.distributed --out two.npz
 
-and with NCCL on a machine with several GPUs (one process per GPU)::
+and with NCCL, one process per GPU (at most as many processes as the machine has
+GPUs; NCCL refuses two ranks on one device), e.g. on one GPU or on four::
 
+    torchrun --standalone --nproc_per_node=1 -m cfcourse.distributed --backend nccl --out g.npz
     torchrun --standalone --nproc_per_node=4 -m cfcourse.distributed --backend nccl --out g.npz
+
+Whenever a process group exists (under torchrun, even with one process) the model is
+wrapped in DDP and the epoch losses are all-reduced, so a one-rank run exercises the
+same collective calls as a many-rank one. NCCL needs torchrun and CUDA; without them the
+script stops with a message saying what to run instead.
 """
 
 from __future__ import annotations
@@ -87,9 +94,9 @@ def shard(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
 
 
 def _epoch_loss(total: torch.Tensor, count: int, world_size: int) -> float:
-    """The mean loss over all ranks' rows (one small all-reduce per epoch)."""
+    """The mean loss over all ranks' rows (one small all-reduce per epoch, in a group)."""
     summed = torch.stack([total, torch.tensor(float(count), device=total.device)])
-    if world_size > 1:
+    if dist.is_initialized():
         dist.all_reduce(summed)
     return float(summed[0] / summed[1])
 
@@ -99,8 +106,8 @@ def train_epochs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int
                  world_size: int = 1) -> list[float]:
     """Train with Adam and a one-cycle schedule on this rank's shards; return epoch losses.
 
-    ``model`` is the plain model when ``world_size == 1`` and the DDP-wrapped one
-    otherwise (DDP then averages the gradients inside ``backward``). ``wd`` is an L2
+    ``model`` is the plain model without a process group and the DDP-wrapped one
+    in a group (DDP then averages the gradients inside ``backward``). ``wd`` is an L2
     penalty added to the gradient by Adam, after the averaging, on every rank alike.
     """
     steps = len(x) // global_bs
@@ -144,18 +151,45 @@ def _tensors(train: pd.DataFrame, valid: pd.DataFrame):
             valid["rating"].to_numpy(dtype=np.float32)[known], len(users), len(items))
 
 
+_NCCL_ONE_GPU = ("torchrun --standalone --nproc_per_node=1 -m cfcourse.distributed "
+                 "--backend nccl --out ...")
+
+
+def _nccl_device() -> torch.device:
+    """This rank's GPU under torchrun, after checking that there is one for every local rank."""
+    if not torch.cuda.is_available():
+        raise ValueError("--backend nccl needs CUDA GPUs (one per process), and PyTorch sees "
+                         "none here; on a CPU use --backend gloo.")
+    if "WORLD_SIZE" not in os.environ:
+        raise ValueError("--backend nccl needs a process group, which torchrun starts; run "
+                         f"`{_NCCL_ONE_GPU}` (one process per GPU), or drop --backend nccl to "
+                         "train in this one process.")
+    n_gpus = torch.cuda.device_count()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+    if max(local_rank + 1, local_size) > n_gpus:
+        raise ValueError(
+            f"--backend nccl runs one process per GPU, but this machine has {n_gpus} GPU(s) "
+            f"and torchrun started {max(local_rank + 1, local_size)} processes on it (local "
+            f"rank {local_rank} would need cuda:{local_rank}; NCCL also refuses two ranks on "
+            f"one GPU). Use --nproc_per_node={n_gpus} or fewer, or --backend gloo to run "
+            "several processes on the CPU.")
+    return torch.device("cuda", local_rank)
+
+
 def _setup(backend: str):
-    """(rank, world_size, device); joins the process group when torchrun started us."""
-    if backend == "nccl" and not torch.cuda.is_available():
-        raise ValueError("--backend nccl needs CUDA GPUs (one per process); on a CPU use "
-                         "--backend gloo.")
+    """(rank, world_size, device); joins the process group when torchrun started us.
+
+    With NCCL every check comes before ``init_process_group``, so a bad launch stops
+    at once on every rank instead of leaving the others waiting for it, and each
+    rank selects its GPU (``torch.cuda.set_device``) before NCCL creates its context.
+    """
+    device = _nccl_device() if backend == "nccl" else torch.device("cpu")
     if "WORLD_SIZE" not in os.environ:  # plain `python -m`: one process, no group
-        return 0, 1, torch.device("cpu")
-    dist.init_process_group(backend)
-    device = torch.device("cpu")
-    if backend == "nccl":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        return 0, 1, device
+    if device.type == "cuda":
         torch.cuda.set_device(device)
+    dist.init_process_group(backend)
     return dist.get_rank(), dist.get_world_size(), device
 
 
@@ -204,12 +238,19 @@ def main(argv: list[str] | None = None) -> dict:
         x, y, x_valid, y_valid, n_users, n_items = _tensors(train, valid)
         torch.manual_seed(args.seed)  # the same starting weights on every rank
         model = DotProductBias(n_users, n_items, args.n_factors, y_range=Y_RANGE).to(device)
-        wrapped = model if world_size == 1 else DistributedDataParallel(model)
+        grouped = dist.is_initialized()  # under torchrun, even with one process
+        if grouped:
+            ids = [device.index] if device.type == "cuda" else None
+            wrapped = DistributedDataParallel(model, device_ids=ids)
+        else:
+            wrapped = model
         start = time.perf_counter()
         losses = train_epochs(wrapped, x.to(device), y.to(device), args.epochs, args.lr,
                               args.wd, args.bs, args.seed, rank, world_size)
         seconds = time.perf_counter() - start
-        meta = {**vars(args), "world_size": world_size, "per_rank_bs": args.bs // world_size,
+        meta = {**vars(args), "world_size": world_size,
+                "ddp": isinstance(wrapped, DistributedDataParallel),
+                "device": str(device), "per_rank_bs": args.bs // world_size,
                 "losses": losses, "train_seconds": seconds, "n_train": len(x),
                 "n_valid": len(y_valid), "n_valid_dropped": len(valid) - len(y_valid)}
         print(f"rank {rank} of {world_size} ({args.backend}, {device}): "

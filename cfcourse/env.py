@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+import warnings
 from typing import TypeVar
 
 import numpy as np
@@ -25,6 +26,8 @@ SCALES = ("ci", "cpu", "gpu")
 
 T = TypeVar("T")
 
+_warned_gpu_without_cuda = False  # scale() warns once per process, not at every by_scale
+
 
 def _cuda_available() -> bool:
     # torch is imported lazily so `import cfcourse.env` stays cheap.
@@ -33,11 +36,26 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def _warn_gpu_without_cuda() -> None:
+    global _warned_gpu_without_cuda
+    if _warned_gpu_without_cuda:
+        return
+    _warned_gpu_without_cuda = True
+    warnings.warn(
+        "CFCOURSE_SCALE=gpu but PyTorch sees no CUDA GPU: the chapters will train their "
+        "GPU-sized workloads (up to the 25 million ratings of ML-25M) on the CPU, which takes "
+        "hours. Switch the runtime to a GPU (Colab: Runtime > Change runtime type; Kaggle: "
+        "Settings > Accelerator), or set CFCOURSE_SCALE=cpu (or unset it).",
+        RuntimeWarning, stacklevel=3)
+
+
 def scale() -> str:
     """Return the scale preset: ``"ci"``, ``"cpu"`` or ``"gpu"``.
 
     ``CFCOURSE_SCALE`` wins when it is set. Otherwise ``"gpu"`` when CUDA is
-    available and ``"cpu"`` when it is not.
+    available and ``"cpu"`` when it is not. ``CFCOURSE_SCALE=gpu`` on a machine
+    without CUDA is allowed (the code paths are the same) but gives one
+    ``RuntimeWarning`` per process: GPU sizes on a CPU take hours.
 
     Examples
     --------
@@ -52,6 +70,8 @@ def scale() -> str:
                 f"CFCOURSE_SCALE={chosen!r} is not a scale; use one of {', '.join(SCALES)} "
                 "(or unset it to pick gpu/cpu automatically)."
             )
+        if chosen == "gpu" and not _cuda_available():
+            _warn_gpu_without_cuda()
         return chosen
     return "gpu" if _cuda_available() else "cpu"
 
@@ -75,7 +95,9 @@ def device():
     """The torch device to train on: ``cuda`` when available, else ``cpu``.
 
     At ``CFCOURSE_SCALE=ci`` this is always the CPU, so CI runs the same path
-    on any machine.
+    on any machine. Every loader and trainer of the package
+    (:func:`cfcourse.loaders.collab_dataloaders`, :func:`cfcourse.loaders.tensor_dataloaders`,
+    :func:`cfcourse.fit`) puts its tensors here unless it is given a ``device``.
     """
     import torch
 

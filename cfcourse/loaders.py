@@ -8,6 +8,9 @@ same kind of ``DataLoaders`` from a given ``(train, valid)`` pair instead:
 - :func:`tensor_dataloaders`: the fast path. Ratings become three tensors once; an
   epoch is a shuffled permutation walked in slices, with no per-row or per-batch
   pandas work, and the tensors can live on the GPU.
+
+Both put their batches on :func:`cfcourse.env.device` unless they are given a
+``device`` (so at ``CFCOURSE_SCALE=ci`` they stay on the CPU even on a GPU machine).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from fastai.data.block import TransformBlock
 from fastai.data.core import DataLoaders
 from fastai.tabular.core import Categorify
 
+from cfcourse import env
 from cfcourse.data.checks import validate_ratings
 
 __all__ = [
@@ -40,6 +44,7 @@ def collab_dataloaders(
     bs: int = 64,
     item_name: str = "item",
     seed: int | None = 42,
+    device=None,
     **kwargs,
 ):
     """fastai ``DataLoaders`` whose training and validation sets are exactly ``train`` and ``valid``.
@@ -57,8 +62,11 @@ def collab_dataloaders(
         Batch size.
     seed : int or None
         Seeds the shuffling of the training batches.
+    device : torch.device or str, optional
+        Where the batches go; default :func:`cfcourse.env.device` (fastai's own
+        default would be any GPU it sees, whatever the scale).
     **kwargs
-        Passed on to fastai's ``TabularPandas.dataloaders`` (e.g. ``device``).
+        Passed on to fastai's ``TabularPandas.dataloaders`` (e.g. ``val_bs``).
     """
     for part, name in ((train, "train"), (valid, "valid")):
         try:
@@ -74,7 +82,12 @@ def collab_dataloaders(
     splits = (list(range(len(train))), list(range(len(train), len(frame))))
     tabular = TabularCollab(frame, [Categorify], ["user", item_name], y_names=["rating"],
                             y_block=TransformBlock(), splits=splits)
-    return tabular.dataloaders(bs=bs, **kwargs)
+    return tabular.dataloaders(bs=bs, device=_device(device), **kwargs)
+
+
+def _device(device) -> torch.device:
+    """The caller's device, or :func:`cfcourse.env.device` when there is none."""
+    return env.device() if device is None else torch.device(device)
 
 
 class TensorLoader:
@@ -82,6 +95,11 @@ class TensorLoader:
 
     Enough of fastai's ``DataLoader`` interface for ``Learner``: iteration, ``len``,
     ``n``, ``bs``, ``device``, ``to(device)`` and ``new(shuffle=..., drop_last=...)``.
+
+    Each epoch's permutation comes from one CPU generator seeded with ``seed`` and is
+    then copied to the tensors' device, so the batches are the same rows on every
+    device (chapter 9 checks the first batch against a by-hand ``randperm``). On a
+    GPU that costs a host-side shuffle of ``n`` rows and one copy per epoch, not per batch.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, bs: int = 4096, shuffle: bool = False,
@@ -158,7 +176,7 @@ def tensor_dataloaders(train: pd.DataFrame, valid: pd.DataFrame, bs: int = 4096,
     bs : int
         Training batch size; validation uses ``valid_bs`` (default ``4 * bs``).
     device : torch.device or str, optional
-        Where the tensors live (e.g. ``"cuda"``); default CPU.
+        Where the tensors live (e.g. ``"cuda"``); default :func:`cfcourse.env.device`.
     seed : int or None
         Seeds the shuffling of training batches.
     """
@@ -181,8 +199,7 @@ def tensor_dataloaders(train: pd.DataFrame, valid: pd.DataFrame, bs: int = 4096,
     train_dl = TensorLoader(*tensors(train), bs=bs, shuffle=True, drop_last=False, seed=seed)
     valid_dl = TensorLoader(*tensors(valid), bs=valid_bs or 4 * bs)
     classes = {name: ["#na#"] + list(v) for name, v in vocab.items()}
-    dls = TensorDataLoaders(train_dl, valid_dl, classes)
-    return dls.to(device) if device is not None else dls
+    return TensorDataLoaders(train_dl, valid_dl, classes).to(_device(device))
 
 
 class RowL2(Callback):

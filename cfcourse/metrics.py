@@ -7,9 +7,15 @@ import numpy as np
 __all__ = ["align_linear", "linear_recovery_r2", "mae", "rmse"]
 
 
+def _numbers(values) -> np.ndarray:
+    """A flat float64 array from a list, an array, a Series or a tensor (on any device)."""
+    if hasattr(values, "detach"):  # a torch tensor, perhaps on a GPU
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.float64).reshape(-1)
+
+
 def _pair(pred, target) -> tuple[np.ndarray, np.ndarray]:
-    pred = np.asarray(pred, dtype=np.float64).reshape(-1)
-    target = np.asarray(target, dtype=np.float64).reshape(-1)
+    pred, target = _numbers(pred), _numbers(target)
     if pred.shape != target.shape:
         raise ValueError(f"pred has {pred.size} values but target has {target.size}; "
                          "they must be aligned one to one.")

@@ -9,6 +9,10 @@ Unknown-id policy: ``predict`` raises ``KeyError`` naming the first unknown user
 item; with ``unknown="bias"`` it predicts ``mu + b_u + b_i`` using whichever
 biases are known (``mu`` alone for a pair of strangers). ``recommend`` and
 ``similar_items`` always raise for an unknown id: there is nothing to rank from.
+
+Devices: ``fit`` and ``load`` put the model on :func:`cfcourse.env.device` unless
+given a ``device``; every method takes NumPy/pandas in and gives NumPy/pandas out,
+whatever the device.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cfcourse import env
 from cfcourse.baselines import BiasBaseline
 from cfcourse.data.checks import IdIndex, validate_ratings
 from cfcourse.models import CollabNN
@@ -30,9 +35,11 @@ from cfcourse.train import fit_plain
 
 __all__ = ["DEFAULTS", "Recommender", "fit", "load"]
 
-# Chosen on ML-100k (see benchmarks/RESULTS.md): the best model the course has, fast on a CPU.
+# Chosen by `python benchmarks/bench.py --only tune`: a grid search on an inner split of the
+# training part of ML-100k's 80/20 split (no chapter's validation rating is used); the grid, the
+# rule and the scores are in benchmarks/RESULTS.md.
 DEFAULTS = {
-    "dot_bias": {"n_factors": 64, "epochs": 12, "lr": 0.2, "bs": 4096, "reg": 0.1,
+    "dot_bias": {"n_factors": 32, "epochs": 12, "lr": 0.2, "bs": 4096, "reg": 0.1,
                  "reg_bias": 0.01, "optimizer": "fused_row_adagrad"},
     "nn": {"layers": [100, 50], "dropout": 0.1, "epochs": 5, "lr": 3e-3, "bs": 1024, "wd": 0.01},
 }
@@ -81,24 +88,29 @@ class Recommender:
         out += np.where(i >= 0, item_bias[np.maximum(i, 0)], 0)
         return out
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights live (see :func:`cfcourse.env.device`)."""
+        return next(self.model.parameters()).device
+
     def _biases(self):
         """(mu, b_u, b_i): the model's own biases, or a BiasBaseline's for the NN."""
         m = self.model
         if isinstance(m, SparseDotBias):
-            return (float(m.mean), m.user_bias.weight[:, 0].detach().numpy(),
-                    m.item_bias.weight[:, 0].detach().numpy())
+            return (float(m.mean), m.user_bias.weight[:, 0].detach().cpu().numpy(),
+                    m.item_bias.weight[:, 0].detach().cpu().numpy())
         return self.options["_mean"], self.fallback_user_bias, self.fallback_item_bias
 
     def _score_pairs(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
-        x = torch.as_tensor(np.stack([u, i], axis=1), dtype=torch.long)
+        x = torch.as_tensor(np.stack([u, i], axis=1), dtype=torch.long).to(self.device)
         with torch.no_grad():
             if isinstance(self.model, SparseDotBias):
-                return self.model.predict(x).numpy()
+                return self.model.predict(x).cpu().numpy()
             self.model.eval()
             if not len(x):
                 return np.empty(0, dtype=np.float32)
             out = torch.cat([self.model(x[s:s + 65536]) for s in range(0, len(x), 65536)])
-            return out.clamp(*self.options["_range"]).numpy()
+            return out.clamp(*self.options["_range"]).cpu().numpy()
 
     def predict(self, df: pd.DataFrame, unknown: str = "raise") -> np.ndarray:
         """Predicted ratings, aligned with the rows of ``df`` (columns ``user``, ``item``).
@@ -152,7 +164,7 @@ class Recommender:
         """The ``k`` items whose factor vectors have the highest cosine similarity to ``item``."""
         k = _check_k(k)
         i = int(self.items.encode([item])[0])
-        factors = self.model.item_factors.weight.detach().numpy()
+        factors = self.model.item_factors.weight.detach().cpu().numpy()
         norms = np.linalg.norm(factors, axis=1) + 1e-12
         sims = factors @ factors[i] / (norms * norms[i])
         sims[i] = -np.inf
@@ -208,7 +220,7 @@ def _options(kind: str, given: dict) -> dict:
 
 
 def fit(ratings: pd.DataFrame, kind: str = "dot_bias", rating_range=(0.5, 5.0), seed: int = 0,
-        **options) -> Recommender:
+        device=None, **options) -> Recommender:
     """Fit a recommender on a ratings frame (columns ``user``, ``item``, ``rating``, optional ``title``).
 
     Parameters
@@ -221,11 +233,16 @@ def fit(ratings: pd.DataFrame, kind: str = "dot_bias", rating_range=(0.5, 5.0), 
         Ratings outside it are an error (MovieLens: 0.5-5); predictions are clipped to it.
         ``None`` accepts any finite rating and clips to the observed range.
     seed : int
-        Same data, same seed, same model.
+        Same data, same seed, same model: to the bit on the CPU; on a GPU the order of
+        atomic additions may change the last bits from run to run.
+    device : torch.device or str, optional
+        Where to train and keep the model; default :func:`cfcourse.env.device`
+        (the CPU at ``CFCOURSE_SCALE=ci``).
     **options
         Override :data:`DEFAULTS` for the kind (e.g. ``n_factors=64, epochs=10``).
     """
     opts = _options(kind, options)
+    device = env.device() if device is None else torch.device(device)
     validate_ratings(ratings, rating_range=rating_range)
     users, items = IdIndex(ratings["user"].to_numpy(), "user"), IdIndex(ratings["item"].to_numpy(), "item")
     u, i = users.encode(ratings["user"].to_numpy()), items.encode(ratings["item"].to_numpy())
@@ -234,7 +251,8 @@ def fit(ratings: pd.DataFrame, kind: str = "dot_bias", rating_range=(0.5, 5.0), 
     low, high = rating_range or (float(y.min()), float(y.max()))
     mean = float(y.mean())
     torch.manual_seed(seed)
-    model = _build_model(kind, len(users), len(items), opts, mean, (low, high))
+    model = _build_model(kind, len(users), len(items), opts, mean, (low, high)).to(device)
+    x, y = x.to(device), y.to(device)  # before the optimiser: it sizes its state on the model
     if kind == "dot_bias":
         history = fit_sparse(model, x, y, epochs=opts["epochs"], lr=opts["lr"], bs=opts["bs"],
                              reg=opts["reg"], reg_bias=opts["reg_bias"], seed=seed,
@@ -254,8 +272,11 @@ def fit(ratings: pd.DataFrame, kind: str = "dot_bias", rating_range=(0.5, 5.0), 
                        None if fallback is None else fallback.item_bias_)
 
 
-def load(path: str | os.PathLike) -> Recommender:
-    """Read a model written by :meth:`Recommender.save`. Loads arrays only (``allow_pickle=False``)."""
+def load(path: str | os.PathLike, device=None) -> Recommender:
+    """Read a model written by :meth:`Recommender.save`. Loads arrays only (``allow_pickle=False``).
+
+    The model goes to ``device`` (default :func:`cfcourse.env.device`), wherever it was saved from.
+    """
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile) as err:
@@ -279,6 +300,7 @@ def load(path: str | os.PathLike) -> Recommender:
         state = {k[len("state/"):]: torch.from_numpy(data[k]) for k in data.files
                  if k.startswith("state/")}
         model.load_state_dict(state)
+        model.to(env.device() if device is None else torch.device(device))
         titles = dict(zip(meta["title_ids"], data["titles"].tolist()))
         return Recommender(meta["kind"], opts, users, items, model, data["rated_indptr"],
                            data["rated_indices"], titles, meta["history"],

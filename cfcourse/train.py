@@ -32,16 +32,43 @@ def _check(x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError("y holds NaN or infinite ratings; drop or fill them before training.")
 
 
+def _out_of_range(x: torch.Tensor) -> IndexError:
+    return IndexError(
+        f"x holds a position the model has no row for (positions run from {int(x.min())} "
+        f"to user {int(x[:, 0].max())} and item {int(x[:, 1].max())}); they must run from 0 "
+        "to n-1: encode ids with cfcourse.data.IdIndex and size the model with len(index)."
+    )
+
+
+def _table_rows(model: nn.Module, name: str) -> int | None:
+    """Rows of the model's ``user_factors``/``item_factors`` table, when it has one."""
+    table = getattr(model, name, None)
+    if isinstance(table, nn.Embedding):
+        return table.num_embeddings
+    if isinstance(table, torch.Tensor) and table.ndim >= 1:
+        return table.shape[0]
+    return None
+
+
+def _check_positions(model: nn.Module, x: torch.Tensor) -> None:
+    """Refuse out-of-range positions before training, for models with named tables.
+
+    On the CPU a bad position raises ``IndexError`` inside the forward pass, but on
+    a GPU it is a device-side assert that leaves the CUDA context unusable (the
+    kernel must restart), so the check must come first there.
+    """
+    limits = (_table_rows(model, "user_factors"), _table_rows(model, "item_factors"))
+    if int(x.min()) < 0 or any(n is not None and int(x[:, col].max()) >= n
+                               for col, n in enumerate(limits)):
+        raise _out_of_range(x)
+
+
 def _forward(model: nn.Module, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """The model's predictions for ``x[rows]``, with a clear error for an out-of-range position."""
     try:
         return model(x[rows])
     except IndexError as err:
-        raise IndexError(
-            f"x holds a position the model has no row for (positions run from {int(x.min())} "
-            f"to user {int(x[:, 0].max())} and item {int(x[:, 1].max())}); they must run from 0 "
-            "to n-1: encode ids with cfcourse.data.IdIndex and size the model with len(index)."
-        ) from err
+        raise _out_of_range(x) from err
 
 
 def fit_plain(
@@ -65,7 +92,9 @@ def fit_plain(
     model : nn.Module
         Maps ``(B, 2)`` index pairs to ``(B,)`` predictions.
     x, y : Tensor
-        ``(n, 2)`` long indices and ``(n,)`` float ratings, on the model's device.
+        ``(n, 2)`` long indices and ``(n,)`` float ratings, on the model's device
+        (e.g. :func:`cfcourse.env.device`; the loop itself moves nothing but the
+        shuffled order).
     epochs, lr, bs : int, float, int or None
         Passes over the data, learning rate, batch size.
     wd : float
@@ -81,6 +110,7 @@ def fit_plain(
         Mean training loss of each epoch (averaged over its batches, weighted by size).
     """
     _check(x, y)
+    _check_positions(model, x)
     if bs is not None and (isinstance(bs, bool) or not isinstance(bs, numbers.Integral) or bs < 1):
         raise ValueError(f"bs must be a positive number of rows per step (or None for all "
                          f"rows), got {bs!r}.")
@@ -91,17 +121,20 @@ def fit_plain(
     n = len(x)
     bs = n if bs is None else bs
     losses = []
+    # The epoch's sum stays on the device (no host sync per batch); float64 makes it
+    # the same sum, to the bit, as adding Python floats (MPS has no float64).
+    sum_dtype = torch.float32 if x.device.type == "mps" else torch.float64
     for epoch in range(epochs):
         order = torch.randperm(n, generator=generator).to(x.device)
-        total = 0.0
+        total = torch.zeros((), dtype=sum_dtype, device=x.device)
         for start in range(0, n, bs):
             rows = order[start:start + bs]
             loss = nn.functional.mse_loss(_forward(model, x, rows), y[rows])
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += loss.item() * len(rows)
-        losses.append(total / n)
+            total += loss.detach().to(sum_dtype) * len(rows)
+        losses.append(total.item() / n)
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(
                 f"the loss became {losses[-1]} in epoch {epoch + 1}; lower the learning rate."

@@ -132,8 +132,10 @@ def test_ddp_in_a_one_process_group_equals_the_plain_run(ratings_csv, tmp_path, 
     grouped = tmp_path / "grouped.npz"
     _run(ratings_csv, grouped)
     assert not torch.distributed.is_initialized()  # the script leaves no group behind
-    _, a = load_result(plain)
-    _, b = load_result(grouped)
+    meta_plain, a = load_result(plain)
+    meta_grouped, b = load_result(grouped)
+    assert not meta_plain["ddp"], "no process group, nothing to wrap"
+    assert meta_grouped["ddp"], "a one-process group is still wrapped in DDP (and all-reduced)"
     assert max(np.abs(a[k] - b[k]).max() for k in a) <= 1e-6
 
 
@@ -161,7 +163,72 @@ def test_torchrun_two_gloo_processes_match_one_process(ratings_csv, tmp_path):
     assert "rank 1 of 2 (gloo, cpu)" in done.stdout and "rank 0 of 2" in done.stdout
     meta_one, w_one = load_result(one)
     meta_two, w_two = load_result(two)
-    assert meta_two["world_size"] == 2 and meta_two["per_rank_bs"] == 64
+    assert meta_two["world_size"] == 2 and meta_two["per_rank_bs"] == 64 and meta_two["ddp"]
     assert max(np.abs(w_one[k] - w_two[k]).max() for k in w_one) <= 1e-5
     assert abs(meta_one["valid_rmse"] - meta_two["valid_rmse"]) <= 1e-5
     assert np.allclose(meta_one["losses"], meta_two["losses"], rtol=1e-5)
+
+
+# -- NCCL plumbing, checked on the CPU ---------------------------------------------------------
+def _no_group(*args, **kwargs):
+    raise AssertionError("init_process_group must not be reached after a failed check")
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """Pretend torchrun started this process: ``launched(local_rank, local_size, n_gpus)``."""
+    monkeypatch.setattr(distributed.dist, "init_process_group", _no_group)
+
+    def launch(local_rank: int, local_size: int, n_gpus: int):
+        for name, value in {"RANK": local_rank, "LOCAL_RANK": local_rank,
+                            "WORLD_SIZE": local_size, "LOCAL_WORLD_SIZE": local_size}.items():
+            monkeypatch.setenv(name, str(value))
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: n_gpus > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n_gpus)
+
+    return launch
+
+
+def test_nccl_is_refused_without_cuda_before_any_group(launched):
+    launched(0, 1, n_gpus=0)
+    with pytest.raises(ValueError, match="needs CUDA GPUs.*use --backend gloo"):
+        distributed._setup("nccl")
+
+
+def test_nccl_without_torchrun_says_how_to_launch(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="torchrun --standalone --nproc_per_node=1"):
+        distributed._setup("nccl")  # it used to train on the CPU without a word
+
+
+@pytest.mark.parametrize("local_rank", [0, 1])
+def test_more_nccl_processes_than_gpus_stop_every_rank(launched, local_rank):
+    launched(local_rank, 2, n_gpus=1)
+    with pytest.raises(ValueError, match=r"has 1 GPU\(s\).*--nproc_per_node=1 or fewer"):
+        distributed._setup("nccl")
+
+
+def test_rank_one_asking_for_a_second_gpu_names_it(launched):
+    launched(1, 2, n_gpus=1)
+    with pytest.raises(ValueError, match="cuda:1"):
+        distributed._setup("nccl")
+
+
+def test_nccl_selects_the_gpu_before_joining_the_group(launched, monkeypatch):
+    launched(1, 2, n_gpus=2)
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend: calls.append(("init", backend)))
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    assert distributed._setup("nccl") == (1, 2, torch.device("cuda", 1))
+    assert calls == [("set_device", torch.device("cuda", 1)), ("init", "nccl")]
+
+
+def test_gloo_ignores_the_gpus(launched, monkeypatch):
+    launched(0, 1, n_gpus=1)
+    monkeypatch.delenv("WORLD_SIZE")
+    assert distributed._setup("gloo") == (0, 1, torch.device("cpu"))

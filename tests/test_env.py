@@ -1,4 +1,5 @@
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from cfcourse import env
 @pytest.mark.parametrize("value", ["ci", "cpu", "gpu", " CPU "])
 def test_scale_from_environment(monkeypatch, value):
     monkeypatch.setenv("CFCOURSE_SCALE", value)
+    monkeypatch.setattr(env, "_cuda_available", lambda: True)  # gpu on a GPU: no warning
     assert env.scale() == value.strip().lower()
 
 
@@ -28,6 +30,7 @@ def test_bad_scale_names_the_choices(monkeypatch):
 
 
 def test_by_scale_picks_one(monkeypatch):
+    monkeypatch.setattr(env, "_cuda_available", lambda: True)
     for name, expected in [("ci", 1), ("cpu", 2), ("gpu", 3)]:
         monkeypatch.setenv("CFCOURSE_SCALE", name)
         assert env.by_scale(ci=1, cpu=2, gpu=3) == expected
@@ -60,3 +63,24 @@ def test_seed_everything_repeats_every_generator():
 def test_seed_must_be_a_non_negative_integer():
     with pytest.raises(ValueError, match="non-negative integer"):
         env.seed_everything(-1)
+
+
+def test_gpu_scale_without_cuda_warns_once(monkeypatch):
+    monkeypatch.setenv("CFCOURSE_SCALE", "gpu")
+    monkeypatch.setattr(env, "_cuda_available", lambda: False)
+    monkeypatch.setattr(env, "_warned_gpu_without_cuda", False)
+    with pytest.warns(RuntimeWarning, match="no CUDA GPU.*CFCOURSE_SCALE=cpu") as caught:
+        assert env.by_scale(ci=1, cpu=2, gpu=3) == 3
+        env.scale()
+        assert env.device() == torch.device("cpu")
+    assert len([w for w in caught if w.category is RuntimeWarning]) == 1, "once, not per call"
+
+
+@pytest.mark.parametrize("value,cuda", [("gpu", True), ("cpu", False), ("ci", False)])
+def test_no_warning_when_the_scale_fits_the_machine(monkeypatch, value, cuda):
+    monkeypatch.setenv("CFCOURSE_SCALE", value)
+    monkeypatch.setattr(env, "_cuda_available", lambda: cuda)
+    monkeypatch.setattr(env, "_warned_gpu_without_cuda", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert env.scale() == value

@@ -94,7 +94,8 @@ def test_fit_recording_really_turns_weight_decay_off(planted_split):
     assert learn.opt.hypers[0]["wd"] == pytest.approx(0.1)
 
 
-def test_same_seed_same_curves(planted_split):
+def test_same_seed_same_curves(planted_split, monkeypatch):
+    monkeypatch.setenv("CFCOURSE_SCALE", "ci")  # to the bit on the CPU, the loaders' device there
     train, valid = planted_split
     runs = [fit_recording(bias_learner(train, valid), epochs=2, lr=1e-2, wd=0.1)
             for _ in range(2)]
@@ -130,18 +131,19 @@ def test_per_group_weight_decay_leaves_biases_alone(planted_split):
     train, valid = planted_split
     learn = bias_learner(train, valid, splitter=split_factors_biases)
     model = learn.model
-    start_bias = model.user_bias.weight.detach().clone()
+    start_bias = model.user_bias.weight.detach().cpu().clone()  # fit may move the model
     fit_recording(learn, epochs=1, lr=1e-2, wd=[0.5, 0.0])
     assert [h["wd"] for h in learn.opt.hypers] == [0.5, 0.0]
     # the '#na#' row (index 0) never sees a rating: only decay can move it
-    assert torch.equal(model.user_bias.weight[0], start_bias[0]), "no decay on biases"
-    factor_row = model.user_factors.weight[0].detach()
+    assert torch.equal(model.user_bias.weight[0].detach().cpu(), start_bias[0]), \
+        "no decay on biases"
+    factor_row = model.user_factors.weight[0].detach().cpu()
     assert factor_row.norm() < 0.99 * learn_start_norm(train, valid), "factors decayed"
 
 
 def learn_start_norm(train, valid):
     """Norm of user row 0's factors at initialisation (same seed as bias_learner)."""
-    return bias_learner(train, valid).model.user_factors.weight[0].detach().norm()
+    return bias_learner(train, valid).model.user_factors.weight[0].detach().cpu().norm()
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -160,3 +162,49 @@ def test_fit_recording_rejects_bad_arguments(kwargs, match):
                     loss_func=MSELossFlat())
     with pytest.raises(ValueError, match=match):
         fit_recording(learn, **kwargs)
+
+
+def test_ci_scale_trains_on_the_cpu_even_where_fastai_sees_a_gpu(planted_split, monkeypatch):
+    """The loaders follow cfcourse.env.device(), so the Learner does too."""
+    import fastai.data.core
+
+    from cfcourse import env
+
+    monkeypatch.setenv("CFCOURSE_SCALE", "ci")
+    monkeypatch.setattr(env, "_cuda_available", lambda: True)
+    monkeypatch.setattr(fastai.data.core, "default_device", lambda *a, **k: torch.device("cuda"))
+    train, valid = planted_split
+    learn = bias_learner(train, valid)
+    fit_recording(learn, epochs=1, lr=1e-2)
+    assert {p.device.type for p in learn.model.parameters()} == {"cpu"}
+    assert math.isfinite(valid_rmse(learn))
+
+
+# -- cfcourse.train.fit_plain (the plain loop; its other tests are in test_models_train_metrics) --
+def test_fit_plain_refuses_a_bad_position_before_any_step():
+    """On a GPU a bad position is a device-side assert, so it must be caught before training."""
+    from cfcourse.train import fit_plain
+
+    torch.manual_seed(0)
+    model = DotProductBias(3, 2, n_factors=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.tensor([[0, 0], [1, 1], [2, 0], [2, 2]])  # item 2: the model has items 0 and 1
+    y = torch.tensor([4.0, 3.0, 5.0, 1.0])
+    with pytest.raises(IndexError, match="no row for.*item 2.*IdIndex"):
+        fit_plain(model, x, y, epochs=1, lr=0.1, bs=1)  # rows 0-2 would be steps before it
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), \
+        "no step was taken"
+    with pytest.raises(IndexError, match="no row for"):
+        fit_plain(DotProductBias(3, 3, n_factors=2), x - 1, y, epochs=1)  # a position of -1
+
+
+def test_fit_plain_epoch_loss_is_the_size_weighted_mean_of_batch_losses():
+    from cfcourse.train import fit_plain
+
+    model = Constant(3.0)
+    x = torch.zeros(5, 2, dtype=torch.long)
+    y = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    # lr=0: the constant stays 3, so every batch split gives the mean of (y - 3)^2 = 2
+    assert fit_plain(model, x, y, epochs=2, lr=0.0, bs=2) == pytest.approx([2.0, 2.0])
+    losses = fit_plain(model, x, y, epochs=1, lr=0.0, bs=None)
+    assert losses == [pytest.approx(2.0)] and isinstance(losses[0], float)

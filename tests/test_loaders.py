@@ -10,6 +10,7 @@ from fastai.learner import Learner
 from fastai.losses import MSELossFlat
 from fastai.optimizer import OptimWrapper
 
+from cfcourse import env
 from cfcourse.data import planted_ratings, random_split
 from cfcourse.loaders import RowL2, TensorLoader, collab_dataloaders, tensor_dataloaders
 from cfcourse.sparse import SparseDotBias
@@ -36,6 +37,20 @@ def test_tensor_loader_batches_cover_every_row_once():
         TensorLoader(x, y, bs=0)
 
 
+def test_tensor_loader_shuffles_repeat_with_the_seed_on_the_cpu():
+    x, y = torch.arange(40).view(20, 2), torch.arange(20.0).view(-1, 1)
+
+    def epochs(loader, n=2):
+        return [torch.cat([yb for _, yb in loader]).view(-1).long().tolist() for _ in range(n)]
+
+    first, second = epochs(TensorLoader(x, y, bs=8, shuffle=True, seed=3))
+    assert [first, second] == epochs(TensorLoader(x, y, bs=8, shuffle=True, seed=3))
+    assert first != second, "each epoch draws a new order"
+    generator = torch.Generator().manual_seed(3)  # the CPU order: one seeded CPU generator
+    assert first == torch.randperm(20, generator=generator).tolist()
+    assert second == torch.randperm(20, generator=generator).tolist()
+
+
 def test_vocabulary_covers_valid_only_users(split):
     train, valid = split
     dls = tensor_dataloaders(train, valid, bs=128)
@@ -60,12 +75,12 @@ def test_sparse_model_in_a_learner_touches_only_batch_rows(split):
     train, valid = split
     dls = tensor_dataloaders(train, valid, bs=64)
     model = SparseDotBias(len(dls.classes["user"]), len(dls.classes["item"]), 4, mean=3.5)
-    before = model.user_factors.weight.detach().clone()
+    before = model.user_factors.weight.detach().cpu().clone()  # fit moves it to dls.device
     learn = Learner(dls, model, loss_func=MSELossFlat(), cbs=[RowL2(0.1, 0.01)],
                     opt_func=functools.partial(OptimWrapper, opt=torch.optim.SparseAdam))
     with learn.no_bar(), learn.no_logging():
         learn.fit(1, 1e-2)
-    changed = (model.user_factors.weight != before).any(dim=1)
+    changed = (model.user_factors.weight.detach().cpu() != before).any(dim=1)
     assert not changed[0], "the #na# row is never looked up in training"
     assert changed.sum() > 0
 
@@ -90,3 +105,52 @@ def test_loaders_name_the_split_with_bad_input(split):
         tensor_dataloaders(train, valid.drop(columns="rating"))
     with pytest.raises(ValueError, match="^train: .*lacks column"):
         collab_dataloaders(train.drop(columns="rating"), valid)
+
+
+# -- devices: env.device() unless the caller says otherwise -------------------------------------
+@pytest.fixture
+def gpu_machine(monkeypatch):
+    """Pretend CUDA is present, for cfcourse.env and for fastai's own default device."""
+    import fastai.data.core
+
+    monkeypatch.setattr(env, "_cuda_available", lambda: True)
+    monkeypatch.setattr(fastai.data.core, "default_device", lambda *a, **k: torch.device("cuda"))
+
+
+def test_collab_loaders_stay_on_the_cpu_at_ci_scale_on_a_gpu_machine(split, gpu_machine,
+                                                                      monkeypatch):
+    train, valid = split
+    monkeypatch.setenv("CFCOURSE_SCALE", "ci")
+    dls = collab_dataloaders(train, valid, bs=64)
+    assert dls.device == torch.device("cpu"), "fastai alone would pick the GPU it sees"
+    assert dls.train.device == dls.valid.device == torch.device("cpu")
+    monkeypatch.setenv("CFCOURSE_SCALE", "gpu")
+    assert collab_dataloaders(train, valid, bs=64).device == torch.device("cuda")
+
+
+def test_tensor_loaders_follow_env_device(split, monkeypatch):
+    train, valid = split
+    monkeypatch.setattr(env, "device", lambda: torch.device("meta"))  # any device but the CPU
+    dls = tensor_dataloaders(train, valid, bs=128)
+    assert dls.device == torch.device("meta")
+    assert {dls.train.x.device.type, dls.train.y.device.type, dls.valid.x.device.type} == {"meta"}
+    xb, yb = next(iter(dls.train))
+    assert xb.device.type == yb.device.type == "meta", "shuffled batches on the same device"
+
+
+def test_tensor_loaders_stay_on_the_cpu_at_ci_scale_on_a_gpu_machine(split, gpu_machine,
+                                                                      monkeypatch):
+    train, valid = split
+    monkeypatch.setenv("CFCOURSE_SCALE", "ci")
+    dls = tensor_dataloaders(train, valid, bs=128)
+    assert dls.device == dls.train.x.device == torch.device("cpu")
+
+
+@pytest.mark.parametrize("make", [collab_dataloaders, tensor_dataloaders])
+def test_a_device_passed_by_the_caller_wins(split, monkeypatch, make):
+    train, valid = split
+    monkeypatch.setattr(env, "device", lambda: torch.device("meta"))
+    dls = make(train, valid, bs=128, device="cpu")
+    assert dls.device == dls.train.device == torch.device("cpu")
+    xb, _ = next(iter(dls.train))
+    assert xb.device == torch.device("cpu")

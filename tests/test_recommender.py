@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import cfcourse
 from cfcourse.data import planted_ratings, random_split
@@ -87,7 +88,7 @@ def test_recommend_unknown_user(model):
 def test_similar_items_by_cosine(model):
     sims = model.similar_items(1, k=4)
     assert len(sims) == 4 and 1 not in set(sims["item"])
-    factors = model.model.item_factors.weight.detach().numpy()
+    factors = model.model.item_factors.weight.detach().cpu().numpy()
     i, j = model.items.encode([1, sims["item"].iloc[0]])
     expected = factors[i] @ factors[j] / np.linalg.norm(factors[i]) / np.linalg.norm(factors[j])
     assert np.isclose(sims["similarity"].iloc[0], expected, atol=1e-5)
@@ -153,8 +154,9 @@ def test_fit_rejects_bad_frames(frame, match):
 
 
 def test_fit_is_reproducible(data):
-    a = cfcourse.fit(data[0], seed=3, **SMALL).predict(data[1])
-    b = cfcourse.fit(data[0], seed=3, **SMALL).predict(data[1])
+    # to the bit on the CPU; a GPU's atomic additions may differ in the last bits
+    a = cfcourse.fit(data[0], seed=3, device="cpu", **SMALL).predict(data[1])
+    b = cfcourse.fit(data[0], seed=3, device="cpu", **SMALL).predict(data[1])
     assert np.array_equal(a, b)
 
 
@@ -166,3 +168,46 @@ def test_nn_unknown_fallback_uses_baseline_biases(data):
     strangers = pd.DataFrame({"user": [1, 777777], "item": [888888, 1]})
     assert np.allclose(model.predict(strangers, unknown="bias"),
                        base.predict(strangers, unknown="bias"), atol=1e-5)
+
+
+# -- devices: env.device() unless the caller says otherwise -------------------------------------
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind,trainer", [("dot_bias", "fit_sparse"), ("nn", "fit_plain")])
+def test_fit_trains_on_env_device(data, monkeypatch, kind, trainer):
+    from cfcourse import env, recommender
+
+    seen = {}
+
+    def spy(model, x, y, **kwargs):
+        seen.update(model=next(model.parameters()).device.type, x=x.device.type, y=y.device.type)
+        raise _Stop
+
+    monkeypatch.setattr(env, "device", lambda: torch.device("meta"))  # any device but the CPU
+    monkeypatch.setattr(recommender, trainer, spy)
+    with pytest.raises(_Stop):
+        cfcourse.fit(data[0], kind=kind, epochs=1)
+    assert seen == {"model": "meta", "x": "meta", "y": "meta"}, "model and data together"
+
+
+def test_a_device_passed_to_fit_or_load_wins(tmp_path, data, monkeypatch):
+    from cfcourse import env
+
+    monkeypatch.setattr(env, "device", lambda: torch.device("meta"))
+    model = cfcourse.fit(data[0], device="cpu", **SMALL)
+    assert model.device == torch.device("cpu")
+    model.save(tmp_path / "m.npz")
+    assert cfcourse.load(tmp_path / "m.npz").device.type == "meta", "load follows env.device()"
+    back = cfcourse.load(tmp_path / "m.npz", device="cpu")
+    assert back.device == torch.device("cpu")
+    assert np.allclose(back.predict(data[1]), model.predict(data[1]))
+
+
+def test_ci_scale_fits_on_the_cpu_even_with_cuda(data, monkeypatch):
+    from cfcourse import env
+
+    monkeypatch.setenv("CFCOURSE_SCALE", "ci")
+    monkeypatch.setattr(env, "_cuda_available", lambda: True)
+    assert cfcourse.fit(data[0], epochs=1, n_factors=2).device == torch.device("cpu")
