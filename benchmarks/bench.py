@@ -107,7 +107,17 @@ def _tune_kind(kind: str, train) -> list[str]:
     rows += ["", "Over seeds 0, 1, 2 on the same inner split:", "",
              "| setting | inner-split RMSE, mean ± sd |", "|---|---:|"]
     rows += [f"| {name} | {value} |" for name, value in table["mean ± sd"].items()]
-    return rows + [""]
+    from cfcourse.compare import clearly_better
+
+    best_runs, current_runs = (r["value"] for r in runs)
+    if result.best_params == current:
+        verdict = "The DEFAULTS are the grid's best."
+    elif clearly_better(best_runs, current_runs):
+        verdict = (f"The grid's best is clearly better (gap beyond the spread): DEFAULTS[{kind!r}] "
+                   f"should be {result.best_params}.")
+    else:
+        verdict = "The two tie (gap within the spread): the DEFAULTS stay."
+    return rows + ["", verdict, ""]
 
 
 def bench_tune() -> list[str]:

@@ -86,8 +86,9 @@ def _world_scores(world: PlantedRatings, ratings: pd.DataFrame, fit_options: dic
     n_users, n_items = len(world.user_bias), len(world.item_bias)
     known = score_matrix(model)  # (U_known, I_known)
     mean = float(model.model.mean)
-    b_u = model.model.user_bias.weight.detach().numpy()[:, 0]
-    b_i = model.model.item_bias.weight.detach().numpy()[:, 0]
+    # .cpu() before .numpy(): the model may live on a GPU
+    b_u = model.model.user_bias.weight.detach().cpu().numpy()[:, 0]
+    b_i = model.model.item_bias.weight.detach().cpu().numpy()[:, 0]
     users = model.users.ids_.astype(np.int64) - 1  # planted ids start at 1
     items = model.items.ids_.astype(np.int64) - 1
     scores = np.full((n_users, n_items), mean)
@@ -124,11 +125,13 @@ def _truth(world: PlantedRatings) -> np.ndarray:
 
 
 def _measure(round_: int, counts: np.ndarray, scores: np.ndarray, truth: np.ndarray,
-             shown: np.ndarray | None) -> dict:
+             shown: np.ndarray | None, ratings: pd.DataFrame) -> dict:
     """One row of the history; ``shown`` is this round's (users, films) or None."""
-    error = np.sqrt(np.mean((np.clip(scores, 0.5, 5.0) - truth) ** 2))
+    error = np.clip(scores, 0.5, 5.0) - truth  # (U, I)
     return {"round": round_, "gini": gini(counts), "top10_share": top_share(counts, 0.1),
-            "catalogue_rmse": float(error),
+            "catalogue_rmse": float(np.sqrt(np.mean(error**2))),
+            "catalogue_bias": float(error.mean()),
+            "mean_rating": float(ratings["rating"].mean()),
             "mean_true_score": np.nan if shown is None else float(truth[shown].mean()),
             "films_shown": 0 if shown is None else len(np.unique(shown[1]))}
 
@@ -159,9 +162,12 @@ def simulate_feedback(world: PlantedRatings, rounds: int = 5, k: int = 5, explor
         ``history`` has one row per round, round 0 being the starting data, each
         describing the data and the model refitted on it after that round:
         ``gini`` and ``top10_share`` of the films' rating counts; ``catalogue_rmse``,
-        the model's error against the noise-free truth over *every* (user, film) pair;
-        ``mean_true_score``, the noise-free true rating of the films shown that
-        round, averaged; ``films_shown``, distinct films on any slate that round.
+        the model's error against the noise-free truth over *every* (user, film) pair,
+        and ``catalogue_bias``, its mean signed error there (positive: it over-predicts);
+        ``mean_rating``, the mean of all ratings collected so far (under exploitation
+        it climbs above the truth's mean: the ratings are missing not at random);
+        ``mean_true_score``, the noise-free true rating of the films shown that round,
+        averaged; ``films_shown``, distinct films on any slate that round.
     """
     n_users, n_items = len(world.user_bias), len(world.item_bias)
     if not (isinstance(rounds, int) and rounds >= 1 and 0 <= explore <= k):
@@ -176,7 +182,7 @@ def simulate_feedback(world: PlantedRatings, rounds: int = 5, k: int = 5, explor
     rated = np.zeros((n_users, n_items), dtype=bool)
     rated[ratings["user"].to_numpy() - 1, ratings["item"].to_numpy() - 1] = True
     scores = _world_scores(world, ratings, fit_options, seed)
-    rows = [_measure(0, rated.sum(axis=0), scores, truth, None)]
+    rows = [_measure(0, rated.sum(axis=0), scores, truth, None, ratings)]
     for round_ in range(1, rounds + 1):
         slate = _slates(scores, rated, k, explore, rng)  # (U, k)
         shown = (np.repeat(np.arange(n_users), k), slate.reshape(-1))
@@ -185,5 +191,5 @@ def simulate_feedback(world: PlantedRatings, rounds: int = 5, k: int = 5, explor
         new = pd.DataFrame({"user": shown[0] + 1, "item": shown[1] + 1, "rating": stars})
         ratings = pd.concat([ratings, new.astype(ratings.dtypes.to_dict())], ignore_index=True)
         scores = _world_scores(world, ratings, fit_options, seed + round_)
-        rows.append(_measure(round_, rated.sum(axis=0), scores, truth, shown))
+        rows.append(_measure(round_, rated.sum(axis=0), scores, truth, shown, ratings))
     return FeedbackRun(pd.DataFrame(rows), ratings)

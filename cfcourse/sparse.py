@@ -148,8 +148,8 @@ class FusedRowAdagrad(RowAdagrad):
     :meth:`train_step` computes them directly and applies exactly the update
     :class:`RowAdagrad` would (duplicates summed per row, one accumulator per row),
     without autograd's graph or sparse-tensor bookkeeping. Duplicate rows are found
-    in O(B) with a scratch array instead of a sort, and each side's factor and bias
-    gradients are summed per row in one pass.
+    in O(B) with a scratch array and ``scatter_reduce`` instead of a sort, and each
+    side's factor and bias gradients are summed per row in one pass.
 
     Examples
     --------
@@ -171,8 +171,14 @@ class FusedRowAdagrad(RowAdagrad):
                        for t in self.tables[:2]]
 
     def _distinct(self, slot: torch.Tensor, idx: torch.Tensor, positions: torch.Tensor):
-        """The distinct rows in ``idx``, and each position's place among them."""
-        slot[idx] = positions  # among duplicates one write wins, whichever it is
+        """The distinct rows in ``idx`` (in order of last occurrence), and each position's place.
+
+        Every write below is defined with duplicate indices: the first writes the same value
+        at every duplicate, ``scatter_reduce`` keeps each row's last position (``amax``), and
+        the third writes distinct rows only.
+        """
+        slot[idx] = -1  # (only the rows in idx are read below)
+        slot.scatter_reduce_(0, idx, positions, reduce="amax")  # slot[r] = last position of r
         rows = idx[(slot[idx] == positions).nonzero().squeeze(1)]  # (U,)
         slot[rows] = torch.arange(len(rows), device=idx.device)
         return rows, slot[idx]  # (U,), (B,)
@@ -248,7 +254,8 @@ def fit_sparse(
     reg, reg_bias : float
         L2 strength λ on factors and λ_b on biases, applied to looked-up rows.
     seed : int
-        Seeds the shuffling.
+        Seeds the shuffling, drawn on ``x``'s device (a CUDA permutation differs from
+        the CPU one for the same seed).
     pct_start : float
         Share of steps spent warming the learning rate up.
     optimizer : {"sparse_adam", "row_adagrad", "fused_row_adagrad"}
@@ -275,10 +282,12 @@ def fit_sparse(
     steps = epochs * math.ceil(n / bs)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=lr, total_steps=steps, pct_start=pct_start, cycle_momentum=False)
-    generator = torch.Generator().manual_seed(seed)
+    # The shuffle runs where the data live: on a GPU no permutation is drawn on the
+    # CPU and copied over each epoch. On the CPU this is the same stream as before.
+    generator = torch.Generator(device=x.device).manual_seed(seed)
     history = []
     for epoch in range(epochs):
-        order = torch.randperm(n, generator=generator).to(x.device)
+        order = torch.randperm(n, generator=generator, device=x.device)
         if fused:  # one shuffled copy per epoch; batches are slices of it
             users, items, ys = x[order, 0], x[order, 1], y[order]
         total = torch.zeros((), device=x.device)

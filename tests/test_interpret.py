@@ -32,7 +32,7 @@ def test_bias_table_counts_means_and_biases(model, ratings):
     row = table.iloc[0]
     assert row["n_ratings"] == stats.loc[row["item"], "size"]
     assert row["mean_rating"] == pytest.approx(stats.loc[row["item"], "mean"])
-    weights = model.model.item_bias.weight.detach().numpy()[:, 0]
+    weights = model.model.item_bias.weight.detach().cpu().numpy()[:, 0]
     assert row["bias"] == pytest.approx(weights[model.items.encode([row["item"]])[0]])
     assert row["title"] == f"Film {row['item']}"
 
@@ -48,7 +48,7 @@ def test_bias_table_filters_and_checks_ids(model, ratings):
 def test_pca_matches_an_eigendecomposition(model):
     items = model.items.ids_[:20]
     coords, explained = pca_items(model, items, n_components=3)
-    vectors = model.model.item_factors.weight.detach().numpy()[model.items.encode(items)]
+    vectors = model.model.item_factors.weight.detach().cpu().numpy()[model.items.encode(items)]
     centred = (vectors - vectors.mean(axis=0)).astype(np.float64)
     values, vecs = np.linalg.eigh(np.cov(centred, rowvar=False))  # ascending order
     for c in range(3):

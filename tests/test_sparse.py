@@ -162,3 +162,77 @@ def test_fused_optimizer_without_a_batch_is_row_adagrad():
         opt.step()
     for name, weight in a.state_dict().items():
         assert torch.allclose(weight, b.state_dict()[name]), name
+
+
+def test_distinct_rows_are_defined_with_duplicates():
+    model = SparseDotBias(10, 4, 2, mean=3.0)
+    opt = FusedRowAdagrad(model, lr=0.1)
+    idx = torch.tensor([7, 2, 7, 7, 0, 2, 9])
+    positions = torch.arange(len(idx))
+    for garbage in (0, -5, 123):  # whatever the scratch array held before
+        slot = torch.full((10,), garbage, dtype=torch.long)
+        rows, place = opt._distinct(slot, idx, positions)
+        # each distinct row once, in the order of its last occurrence: 7@3, 0@4, 2@5, 9@6
+        assert rows.tolist() == [7, 0, 2, 9]
+        assert torch.equal(rows[place], idx), "each position points at its own row"
+
+
+def _sort_based_distinct(self, slot, idx, positions):
+    """A reference for FusedRowAdagrad._distinct: torch.unique sorts instead."""
+    return torch.unique(idx, return_inverse=True)
+
+
+def test_fused_step_does_not_depend_on_how_duplicates_are_found(monkeypatch):
+    x, y = _duplicate_heavy_data()
+    torch.manual_seed(0)
+    a = SparseDotBias(50, 40, 8, mean=float(y.mean()))
+    b = SparseDotBias(50, 40, 8, mean=float(y.mean()))
+    b.load_state_dict(a.state_dict())
+    opts = {"epochs": 2, "lr": 0.1, "bs": 256, "reg": 0.05, "reg_bias": 0.01,
+            "optimizer": "fused_row_adagrad"}
+    history_a = fit_sparse(a, x, y, **opts)
+    monkeypatch.setattr(FusedRowAdagrad, "_distinct", _sort_based_distinct)
+    history_b = fit_sparse(b, x, y, **opts)
+    assert history_a == history_b
+    for name, weight in a.state_dict().items():
+        assert torch.equal(weight, b.state_dict()[name]), name
+
+
+# Recorded on the CPU before the shuffle moved to the data's device (torch 2.14): the same
+# seed must still give the same permutations, hence the same losses and weights.
+_CPU_GOLDEN = {
+    "fused_row_adagrad": ([1.289826921735491, 1.2385802350725446, 1.1773350306919643],
+                          -0.6366904973983765, -0.06399665772914886),
+    "row_adagrad": ([1.289826921735491, 1.2385804094587054, 1.177335205078125],
+                    -0.6366912126541138, -0.06399662792682648),
+    "sparse_adam": ([1.2852762276785714, 1.2687252371651785, 1.258528093610491],
+                    -0.16080120205879211, 0.03399670124053955),
+}
+
+
+@pytest.mark.parametrize("optimizer,lr", [("fused_row_adagrad", 0.1), ("row_adagrad", 0.1),
+                                             ("sparse_adam", 0.01)])
+def test_fit_sparse_cpu_results_unchanged(optimizer, lr):
+    g = torch.Generator().manual_seed(0)
+    x = torch.stack([torch.randint(0, 30, (700,), generator=g),
+                     torch.randint(0, 20, (700,), generator=g)], 1)
+    y = torch.rand(700, generator=g) * 4 + 1
+    torch.manual_seed(0)
+    model = SparseDotBias(30, 20, 4, mean=3.0)
+    history = fit_sparse(model, x, y, epochs=3, lr=lr, bs=128, reg=0.05, reg_bias=0.01,
+                         optimizer=optimizer, seed=3)
+    losses, user_sum, item_bias_sum = _CPU_GOLDEN[optimizer]
+    assert history == pytest.approx(losses, rel=1e-5)
+    assert float(model.user_factors.weight.detach().sum()) == pytest.approx(user_sum, rel=1e-4)
+    assert float(model.item_bias.weight.detach().sum()) == pytest.approx(item_bias_sum, rel=1e-4)
+
+
+def test_fit_sparse_seed_changes_the_shuffle():
+    x, y = _duplicate_heavy_data(n=700)
+    runs = []
+    for seed in (3, 3, 4):
+        torch.manual_seed(0)
+        runs.append(fit_sparse(SparseDotBias(50, 40, 4, mean=3.0), x, y, epochs=2, bs=128,
+                               lr=0.1, optimizer="fused_row_adagrad", seed=seed))
+    assert runs[0] == runs[1], "same seed, same run"
+    assert runs[0] != runs[2], "another seed, another order of batches"
