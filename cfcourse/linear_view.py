@@ -7,8 +7,13 @@ layer has no bias and no activation; its weight is :math:`P^\\top`, so
 .. math:: o = Q h = Q P^\\top x_u
 
 holds a score for *every* item at once, and the prediction for ``(u, i)`` is
-:math:`o_i = q_i \\cdot p_u`. The network is linear in its input; what makes it
-matrix factorisation is the narrow hidden layer (``n_factors`` units).
+:math:`o_i = q_i \\cdot p_u`. The network is linear in its input. A free single layer
+:math:`W` trained on the observed entries only never moves the weights of the holes;
+two things make it fill them: a rank cap (the narrow hidden layer, ``n_factors``
+units) or a penalty that couples the entries. L2 on both layers is such a penalty:
+its minimum over the factorisations of :math:`W = Q P^\\top` is the nuclear norm
+:math:`\\lVert W\\rVert_*` (Srebro et al., 2005), and :func:`soft_impute` fits one
+wide layer under that penalty (Mazumder et al., 2010).
 
 These models take the same ``(B, 2)`` index pairs as :mod:`cfcourse.models` and
 return ``(B,)`` predictions, so ``fit_plain`` and fastai's ``Learner`` train them
@@ -18,13 +23,17 @@ the two views.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from cfcourse.models import INIT_STD, DotProduct, DotProductBias, sigmoid_range
 
-__all__ = ["LinearNetwork", "LinearNetworkBias", "from_dot_product", "to_dot_product"]
+__all__ = [
+    "LinearNetwork", "LinearNetworkBias", "from_dot_product", "nuclear_norm",
+    "shrink_singular_values", "soft_impute", "to_dot_product",
+]
 
 
 def _linear(n_in: int, n_out: int, bias: bool = False) -> nn.Linear:
@@ -141,3 +150,82 @@ def to_dot_product(net: LinearNetwork) -> DotProduct:
             model.item_bias.weight.copy_(net.output.bias[:, None])
             model.user_bias.weight.copy_(net.user_bias.weight.T)
     return model
+
+
+def nuclear_norm(matrix) -> float:
+    """The sum of the singular values, :math:`\\lVert W\\rVert_* = \\sum_j \\sigma_j(W)`.
+
+    It is the smallest :math:`(\\lVert P\\rVert_F^2 + \\lVert Q\\rVert_F^2) / 2` over all
+    factorisations :math:`W = P Q^\\top`, reached by :math:`P = U\\sqrt{S}`,
+    :math:`Q = V\\sqrt{S}` from the SVD :math:`W = U S V^\\top`.
+
+    >>> nuclear_norm(np.diag([3.0, -1.0]))
+    4.0
+    """
+    return float(np.linalg.svd(np.asarray(matrix, dtype=np.float64), compute_uv=False).sum())
+
+
+def shrink_singular_values(matrix, lam: float) -> np.ndarray:
+    """:math:`U \\max(S - \\lambda, 0) V^\\top`: every singular value lowered by ``lam``.
+
+    It is the minimiser of :math:`\\tfrac12\\lVert Z - W\\rVert_F^2 + \\lambda\\lVert Z\\rVert_*`
+    for a fully observed :math:`W`; singular values below ``lam`` vanish, so the rank falls.
+
+    >>> shrink_singular_values(np.diag([3.0, 1.0]), 1.0)
+    array([[2., 0.],
+           [0., 0.]])
+    """
+    if lam < 0:
+        raise ValueError(f"lam must be >= 0, got {lam!r}.")
+    u, s, vt = np.linalg.svd(np.asarray(matrix, dtype=np.float64), full_matrices=False)
+    return (u * np.maximum(s - lam, 0.0)) @ vt
+
+
+def soft_impute(values, observed, lam: float, n_iter: int = 100) -> np.ndarray:
+    """Fill the holes of a matrix with one full-size layer and a nuclear-norm penalty.
+
+    Minimises
+
+    .. math:: \\tfrac12 \\sum_{(u,i)\\in\\Omega} (x_{ui} - z_{ui})^2 + \\lambda \\lVert Z\\rVert_*
+
+    by Soft-Impute (Mazumder, Hastie and Tibshirani, 2010): put the observed entries into
+    the current guess, shrink its singular values, repeat,
+
+    .. math:: Z \\leftarrow \\mathrm{shrink}_\\lambda\\big(P_\\Omega(X) + P_\\Omega^\\perp(Z)\\big).
+
+    With ``lam=0`` nothing couples the entries and the holes keep their starting value 0,
+    the free single layer of chapter 7.
+
+    Parameters
+    ----------
+    values : array (n_rows, n_cols)
+        The matrix; entries where ``observed`` is False are ignored.
+    observed : bool array, same shape
+        True where an entry was observed.
+    lam : float
+        The penalty's weight: larger values shrink more singular values to zero.
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0], [2.0, 4.0]])  # rank 1; the cell [1, 1] is a hole
+    >>> seen = np.array([[True, True], [True, False]])
+    >>> bool(np.isclose(soft_impute(x, seen, lam=0.0)[1, 1], 0.0))  # no penalty: stays 0
+    True
+    >>> round(float(soft_impute(x, seen, lam=0.1, n_iter=500)[1, 1]), 2)  # filled...
+    1.0
+
+    ...with the value of smallest nuclear norm, not the rank-1 completion 4: the
+    penalty favours low rank, it does not cap it.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    mask = np.asarray(observed, dtype=bool)
+    if x.shape != mask.shape or x.ndim != 2:
+        raise ValueError(f"values {x.shape} and observed {mask.shape} must be the same 2-d shape.")
+    if not np.isfinite(x[mask]).all():
+        raise ValueError("the observed entries must be finite numbers.")
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be at least 1, got {n_iter!r}.")
+    z = np.zeros_like(x)
+    for _ in range(n_iter):
+        z = shrink_singular_values(np.where(mask, x, z), lam)
+    return z

@@ -17,6 +17,7 @@ __all__ = [
     "DotProductBiasParams",
     "create_params",
     "emb_sz_rule",
+    "inverse_sigmoid_range",
     "sigmoid_range",
 ]
 
@@ -26,6 +27,22 @@ INIT_STD = 0.01  # small random factors: every prediction starts near the middle
 def sigmoid_range(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """Squash ``x`` into ``(low, high)``: ``low + (high - low) * sigmoid(x)``."""
     return torch.sigmoid(x) * (high - low) + low
+
+
+def inverse_sigmoid_range(y: float, low: float, high: float) -> float:
+    """The score whose :func:`sigmoid_range` is ``y``: ``log((y - low) / (high - y))``.
+
+    Raises ``ValueError`` unless ``low < y < high`` (the squash never reaches its ends).
+
+    Examples
+    --------
+    >>> round(inverse_sigmoid_range(2.75, 0, 5.5), 6)
+    0.0
+    """
+    if not low < y < high:
+        raise ValueError(f"{y!r} is not strictly inside y_range=({low}, {high}); sigmoid_range "
+                         "never reaches its ends, so no score maps there. Widen y_range.")
+    return float(torch.log(torch.tensor((y - low) / (high - y), dtype=torch.float64)))
 
 
 def _squash(x: torch.Tensor, y_range: tuple[float, float] | None) -> torch.Tensor:
@@ -95,26 +112,47 @@ class DotProductBias(DotProduct):
 
 
 class DotProductBiasParams(nn.Module):
-    """:class:`DotProductBias` built from bare ``nn.Parameter`` tensors instead of ``nn.Embedding``.
+    """:class:`DotProductBias` built from bare ``nn.Parameter`` tensors, with an optional mean.
+
+    .. math:: \\hat r_{ui} = \\sigma_{[a,b]}(m + b_u + b_i + p_u \\cdot q_i),
+              \\qquad m = \\sigma_{[a,b]}^{-1}(\\mu)
 
     Indexing a parameter matrix with a batch of ids is exactly what an
     embedding layer does; registering the tensors as parameters is what lets
     an optimiser (and weight decay) find them.
+
+    Parameters
+    ----------
+    mean : float or None
+        :math:`\\mu`, usually the mean training rating, kept as a buffer (saved with
+        the model, never trained or decayed). Why: with it, biases and factors of 0
+        predict :math:`\\mu`, so weight decay on the biases pulls predictions
+        towards the mean rating instead of towards the middle of ``y_range``.
+        ``None`` (the default) means :math:`m = 0`, exactly :class:`DotProductBias`.
     """
 
     def __init__(self, n_users: int, n_items: int, n_factors: int = 50,
-                 y_range: tuple[float, float] | None = (0, 5.5)):
+                 y_range: tuple[float, float] | None = (0, 5.5), mean: float | None = None):
         super().__init__()
         self.user_factors = create_params((n_users, n_factors))
         self.user_bias = create_params((n_users,))
         self.item_factors = create_params((n_items, n_factors))
         self.item_bias = create_params((n_items,))
         self.y_range = y_range
+        if mean is None:
+            offset = 0.0
+        elif y_range is None:
+            offset = float(mean)
+        else:
+            offset = inverse_sigmoid_range(float(mean), *y_range)
+        self.mean = mean
+        self.register_buffer("offset", torch.tensor(offset))  # m: the score of mu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         users, items = x[:, 0], x[:, 1]
         dot = (self.user_factors[users] * self.item_factors[items]).sum(dim=1)  # (B,)
-        return _squash(dot + self.user_bias[users] + self.item_bias[items], self.y_range)
+        bias = self.user_bias[users] + self.item_bias[items]  # (B,)
+        return _squash(self.offset + bias + dot, self.y_range)
 
 
 def emb_sz_rule(n_categories: int) -> int:

@@ -1,5 +1,6 @@
 """The linear-network view equals the embedding models, in values and in gradients."""
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -8,6 +9,9 @@ from cfcourse.linear_view import (
     LinearNetwork,
     LinearNetworkBias,
     from_dot_product,
+    nuclear_norm,
+    shrink_singular_values,
+    soft_impute,
     to_dot_product,
 )
 from cfcourse.models import DotProduct, DotProductBias, DotProductBiasParams
@@ -122,3 +126,64 @@ def test_rejects_other_models():
         from_dot_product(DotProductBiasParams(3, 4, n_factors=2))
     with pytest.raises(TypeError, match="LinearNetwork"):
         to_dot_product(DotProduct(3, 4, n_factors=2))
+
+
+# -- the nuclear norm and Soft-Impute ----------------------------------------------------------
+def test_nuclear_norm_by_hand_and_as_the_cheapest_factorisation():
+    assert nuclear_norm(np.array([[3.0, 0.0], [0.0, -4.0]])) == pytest.approx(7.0)
+    rng = np.random.default_rng(0)
+    p, q = rng.normal(size=(6, 3)), rng.normal(size=(5, 3))
+    w = p @ q.T
+    u, s, vt = np.linalg.svd(w, full_matrices=False)
+    balanced_p, balanced_q = u * np.sqrt(s), vt.T * np.sqrt(s)
+    assert np.allclose(balanced_p @ balanced_q.T, w)
+    half_l2 = lambda a, b: ((a**2).sum() + (b**2).sum()) / 2  # noqa: E731
+    assert half_l2(balanced_p, balanced_q) == pytest.approx(nuclear_norm(w))
+    for c in (0.3, 1.0, 3.0):  # any other factorisation pays more
+        assert half_l2(p * c, q / c) >= nuclear_norm(w) - 1e-9
+
+
+def test_shrink_singular_values_by_hand():
+    # diag(3, 1) rotated: singular values 3 and 1 -> 2 and 0, same singular vectors.
+    rot = np.array([[0.6, -0.8], [0.8, 0.6]])
+    w = rot @ np.diag([3.0, 1.0]) @ rot.T
+    expected = rot @ np.diag([2.0, 0.0]) @ rot.T
+    assert np.allclose(shrink_singular_values(w, 1.0), expected)
+    assert np.allclose(shrink_singular_values(w, 0.0), w)
+    assert np.allclose(shrink_singular_values(w, 5.0), 0.0)
+    with pytest.raises(ValueError, match="lam"):
+        shrink_singular_values(w, -1.0)
+
+
+def test_soft_impute_fully_observed_is_one_shrink():
+    w = np.random.default_rng(1).normal(size=(5, 4))
+    filled = soft_impute(w, np.ones_like(w, dtype=bool), lam=0.5, n_iter=3)
+    assert np.allclose(filled, shrink_singular_values(w, 0.5))
+
+
+def test_soft_impute_without_penalty_leaves_holes_at_zero():
+    w = np.arange(12.0).reshape(3, 4)
+    mask = np.eye(3, 4, dtype=bool)
+    filled = soft_impute(w, mask, lam=0.0, n_iter=10)
+    assert np.allclose(filled[mask], w[mask]) and np.allclose(filled[~mask], 0.0)
+
+
+def test_soft_impute_is_a_fixed_point_and_recovers_a_planted_low_rank_matrix():
+    rng = np.random.default_rng(2)
+    truth = rng.normal(size=(40, 2)) @ rng.normal(size=(30, 2)).T  # rank 2
+    mask = rng.random(truth.shape) < 0.5
+    filled = soft_impute(truth, mask, lam=1.0, n_iter=300)
+    again = shrink_singular_values(np.where(mask, truth, filled), 1.0)
+    assert np.abs(again - filled).max() < 1e-6  # converged: one more step changes nothing
+    held_out = np.sqrt(((filled - truth)[~mask] ** 2).mean())
+    assert held_out < 0.2 * truth[~mask].std()  # the holes are filled, not left at 0
+    assert np.linalg.matrix_rank(filled, tol=1e-6) == 2  # the penalty found the rank
+
+
+def test_soft_impute_rejects_bad_input():
+    with pytest.raises(ValueError, match="shape"):
+        soft_impute(np.zeros((2, 3)), np.ones((3, 2), dtype=bool), lam=1.0)
+    with pytest.raises(ValueError, match="finite"):
+        soft_impute(np.array([[np.nan, 1.0]]), np.array([[True, True]]), lam=1.0)
+    with pytest.raises(ValueError, match="n_iter"):
+        soft_impute(np.ones((2, 2)), np.ones((2, 2), dtype=bool), lam=1.0, n_iter=0)

@@ -10,8 +10,10 @@ from cfcourse.models import (
     DotProductBias,
     DotProductBiasParams,
     create_params,
+    inverse_sigmoid_range,
     sigmoid_range,
 )
+from cfcourse.learner_utils import split_factors_biases
 from cfcourse.train import fit_plain
 
 X = torch.tensor([[0, 0], [1, 2], [2, 1], [0, 3]])
@@ -67,6 +69,55 @@ def test_parameter_version_equals_embedding_version():
     emb(x).sum().backward()
     par(x).sum().backward()
     assert torch.allclose(emb.user_factors.weight.grad, par.user_factors.grad)
+
+
+@pytest.mark.parametrize("y_range", [(0, 5.5), (0.5, 5.0), None])
+def test_mean_model_with_zero_weights_predicts_the_mean(y_range):
+    model = DotProductBiasParams(3, 4, n_factors=2, y_range=y_range, mean=3.53)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    assert torch.allclose(model(X), torch.full((4,), 3.53)), "m must be the score of mu"
+    plain = DotProductBiasParams(3, 4, n_factors=2, y_range=(0, 5.5))
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.zero_()
+    assert torch.allclose(plain(X), torch.full((4,), 2.75)), "no mean: the middle of y_range"
+
+
+def test_mean_is_a_buffer_that_no_optimiser_sees():
+    model = DotProductBiasParams(3, 4, n_factors=2, mean=3.5)
+    names = [name for name, _ in model.named_parameters()]
+    assert names == ["user_factors", "user_bias", "item_factors", "item_bias"]
+    assert "offset" in model.state_dict()
+    factors, biases = split_factors_biases(model)
+    assert len(factors) == 2 and len(biases) == 2
+    before = model.offset.clone()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=1.0)
+    model(X).sum().backward()
+    opt.step()
+    assert torch.equal(model.offset, before)
+
+
+def test_mean_shifts_every_score_by_the_same_offset():
+    torch.manual_seed(0)
+    plain = DotProductBiasParams(3, 4, n_factors=2, y_range=None)
+    torch.manual_seed(0)
+    with_mean = DotProductBiasParams(3, 4, n_factors=2, y_range=None, mean=3.5)
+    assert torch.allclose(with_mean(X) - plain(X), torch.full((4,), 3.5))
+
+
+def test_mean_outside_y_range_is_refused():
+    with pytest.raises(ValueError, match="inside y_range"):
+        DotProductBiasParams(3, 4, n_factors=2, y_range=(0, 5.5), mean=5.5)
+
+
+def test_inverse_sigmoid_range_undoes_sigmoid_range():
+    scores = torch.linspace(-4, 4, 9)
+    for score in scores.tolist():
+        y = sigmoid_range(torch.tensor(score, dtype=torch.float64), 0.5, 5.0).item()
+        assert inverse_sigmoid_range(y, 0.5, 5.0) == pytest.approx(score, abs=1e-9)
+    assert inverse_sigmoid_range(2.75, 0, 5.5) == pytest.approx(0.0)
 
 
 def test_create_params_registers_small_values():
