@@ -65,6 +65,23 @@ def test_pizza_density_and_noise():
     assert 0.18 < np.std(world.ratings["rating"] - truth) < 0.22
 
 
+def test_pizza_true_scores_and_unrated_pairs():
+    world = make_pizza_world(n_people=6, n_pizzas=5, density=0.5, noise=0.0, seed=2)
+    truth = world.true_scores()
+    assert truth.shape == (6, 5)
+    # hand-computed: person 3's tastes dotted with pizza 4's qualities
+    tastes = world.people.loc[3, list(QUALITIES)].to_numpy(dtype=float)
+    qualities = world.pizzas.loc[4, list(QUALITIES)].to_numpy(dtype=float)
+    assert np.isclose(truth[3, 4], sum(t * q for t, q in zip(tastes, qualities)))
+    # with no noise the observed ratings are the truth at the rated pairs
+    r = world.ratings
+    assert np.allclose(truth[r["user"], r["item"]], r["rating"], atol=1e-6)
+    holes = world.unrated_pairs()
+    assert len(holes) + len(r) == 6 * 5
+    rated = set(zip(r["user"], r["item"]))
+    assert not rated & set(zip(holes["user"], holes["item"]))
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"n_people": 0}, "at least one"), ({"density": 0}, "density"), ({"noise": -1}, "negative"),
 ])

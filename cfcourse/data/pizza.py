@@ -51,6 +51,24 @@ class PizzaWorld:
     ratings: pd.DataFrame
     noise: float
 
+    def true_scores(self) -> np.ndarray:
+        """Noise-free enjoyment of every (person, pizza) pair, rated or not.
+
+        Returns an array of shape ``(n_people, n_pizzas)``: row ``user``, column
+        ``item``. Real data never offers this; the pizza world does, so a model's
+        predictions for the *unrated* pairs can be scored against the truth.
+        """
+        tastes = self.people[list(QUALITIES)].to_numpy(dtype=float)  # (n_people, 3)
+        qualities = self.pizzas[list(QUALITIES)].to_numpy(dtype=float)  # (n_pizzas, 3)
+        return tastes @ qualities.T
+
+    def unrated_pairs(self) -> pd.DataFrame:
+        """The ``user``, ``item`` pairs that have no rating: the holes a model must fill."""
+        rated = np.zeros((len(self.people), len(self.pizzas)), dtype=bool)
+        rated[self.ratings["user"].to_numpy(), self.ratings["item"].to_numpy()] = True
+        user, item = np.nonzero(~rated)
+        return pd.DataFrame({"user": user, "item": item})
+
     def __repr__(self) -> str:
         return (f"PizzaWorld({len(self.people)} people × {len(self.pizzas)} pizzas, "
                 f"{len(self.ratings)} ratings, noise={self.noise})")
