@@ -12,11 +12,12 @@ The public API::
 
 Modules, bottom layer first: :mod:`cfcourse.env`; :mod:`cfcourse.data`; the models
 (:mod:`cfcourse.models`, :mod:`cfcourse.linear_view`, :mod:`cfcourse.meta_models`,
-:mod:`cfcourse.baselines`, :mod:`cfcourse.neighbors`); training (:mod:`cfcourse.train`,
+:mod:`cfcourse.baselines`, :mod:`cfcourse.neighbors`, :mod:`cfcourse.dot_vs_mlp`,
+:mod:`cfcourse.bayesian`); training (:mod:`cfcourse.train`,
 :mod:`cfcourse.sparse`, :mod:`cfcourse.loaders`, :mod:`cfcourse.learner_utils`,
 :mod:`cfcourse.distributed`); then :mod:`cfcourse.recommender` (the API above),
 :mod:`cfcourse.metrics`, :mod:`cfcourse.ranking`, :mod:`cfcourse.interpret`,
-:mod:`cfcourse.coldstart`, :mod:`cfcourse.feedback`, :mod:`cfcourse.widgets`, :mod:`cfcourse.plots`.
+:mod:`cfcourse.coldstart`, :mod:`cfcourse.feedback`, :mod:`cfcourse.compare` (the comparison protocol), :mod:`cfcourse.widgets`, :mod:`cfcourse.plots`.
 """
 
 __version__ = "0.1.0"
