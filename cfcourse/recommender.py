@@ -13,6 +13,12 @@ biases are known (``mu`` alone for a pair of strangers). ``recommend`` and
 Devices: ``fit`` and ``load`` put the model on :func:`cfcourse.env.device` unless
 given a ``device``; every method takes NumPy/pandas in and gives NumPy/pandas out,
 whatever the device.
+
+Engines (``kind="dot_bias"``): ``engine="torch"`` trains with minibatch row-wise Adagrad in
+PyTorch (:func:`cfcourse.sparse.fit_sparse`, CPU or GPU); ``engine="compiled"`` with the
+numba loop over single ratings (:func:`cfcourse.kernel.fit_compiled`, CPU only, all cores,
+lock-free); ``engine="auto"`` picks the compiled one on the CPU when numba imports, PyTorch
+otherwise. The fitted model records its engine in ``model.engine``.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from cfcourse.models import CollabNN
 from cfcourse.sparse import SparseDotBias, fit_sparse
 from cfcourse.train import fit_plain
 
-__all__ = ["DEFAULTS", "Recommender", "fit", "load"]
+__all__ = ["COMPILED_DEFAULTS", "DEFAULTS", "ENGINES", "Recommender", "fit", "load"]
 
 # Chosen by `python benchmarks/bench.py --only tune`: a grid search on an inner split of the
 # training part of ML-100k's 80/20 split (no chapter's validation rating is used); the grid, the
@@ -44,6 +50,16 @@ DEFAULTS = {
     "nn": {"layers": [100, 50], "dropout": 0.1, "epochs": 5, "lr": 3e-3, "bs": 1024, "wd": 0.01},
 }
 _FORMAT = "cfcourse-recommender-1"
+
+ENGINES = ("torch", "compiled", "auto")
+# The compiled engine steps once per rating, so its learning rate and L2 are its own; it shares
+# n_factors, epochs and reg_bias with DEFAULTS["dot_bias"] and ignores bs and optimizer.
+# lr and reg: the best of the grid lr in [0.05, 0.1] x reg in [0.05, 0.1] (four settings, the
+# budget benchmarks/bench.py's "api" section gives the torch path) on an inner 90/10 split of
+# the training part of ML-100k's random_split(valid_pct=0.1, seed=42), at DEFAULTS' 32 factors
+# and 12 epochs. Held out over three seeds it was as accurate as the torch path with DEFAULTS.
+COMPILED_DEFAULTS = {"lr": 0.1, "reg": 0.05, "order": "by_user", "threads": None}
+_COMPILED_ONLY = ("order", "threads")
 
 
 def _check_k(k) -> int:
@@ -78,6 +94,11 @@ class Recommender:
     def __repr__(self) -> str:
         return (f"Recommender(kind={self.kind!r}, {len(self.users):,} users, "
                 f"{len(self.items):,} items)")
+
+    @property
+    def engine(self) -> str:
+        """What trained the model: ``"torch"`` or ``"compiled"`` (see :func:`fit`)."""
+        return self.options.get("engine", "torch")
 
     # -- scoring ---------------------------------------------------------------------------
     def _bias_only(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
@@ -204,10 +225,39 @@ def _build_model(kind: str, n_users: int, n_items: int, opts: dict, mean: float,
                     y_range=(y_range[0], y_range[1] + 0.5))
 
 
-def _options(kind: str, given: dict) -> dict:
+def _engine(engine, kind: str, device: torch.device) -> str:
+    """The engine that will train: "torch" or "compiled"."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}.")
+    if engine == "auto":
+        from cfcourse import kernel
+
+        return "compiled" if kind == "dot_bias" and device.type == "cpu" and \
+            kernel.available() else "torch"
+    if engine == "compiled":
+        if kind != "dot_bias":
+            raise ValueError(f"engine='compiled' trains kind='dot_bias' only, got {kind!r}.")
+        if device.type != "cpu":
+            raise ValueError(f"engine='compiled' runs on the CPU, got device {device}; use "
+                             "engine='torch' (or 'auto') on a GPU.")
+    return engine
+
+
+def _options(kind: str, given: dict, engine: str = "torch") -> dict:
     if kind not in DEFAULTS:
         raise ValueError(f"kind must be one of {sorted(DEFAULTS)}, got {kind!r}.")
+    if engine == "compiled":
+        from cfcourse.kernel import ORDERS
+
+        order = given.get("order", COMPILED_DEFAULTS["order"])
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}.")
+        return _options(kind, {k: v for k, v in given.items() if k not in _COMPILED_ONLY}) | \
+            {**COMPILED_DEFAULTS, **given, "engine": "compiled"}
     unknown = set(given) - set(DEFAULTS[kind])
+    if unknown & set(_COMPILED_ONLY):
+        raise ValueError(f"option(s) {sorted(unknown & set(_COMPILED_ONLY))} belong to "
+                         "engine='compiled'; pass engine='compiled' (or 'auto' on the CPU).")
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for kind={kind!r}; "
                          f"valid ones: {sorted(DEFAULTS[kind])}.")
@@ -216,11 +266,11 @@ def _options(kind: str, given: dict) -> dict:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}; "
                              f"the default is {DEFAULTS[kind][name]}.")
-    return {**DEFAULTS[kind], **given}
+    return {**DEFAULTS[kind], **given, **({"engine": "torch"} if kind == "dot_bias" else {})}
 
 
 def fit(ratings: pd.DataFrame, kind: str = "dot_bias", rating_range=(0.5, 5.0), seed: int = 0,
-        device=None, **options) -> Recommender:
+        device=None, engine: str = "torch", **options) -> Recommender:
     """Fit a recommender on a ratings frame (columns ``user``, ``item``, ``rating``, optional ``title``).
 
     Parameters
@@ -233,16 +283,28 @@ def fit(ratings: pd.DataFrame, kind: str = "dot_bias", rating_range=(0.5, 5.0), 
         Ratings outside it are an error (MovieLens: 0.5-5); predictions are clipped to it.
         ``None`` accepts any finite rating and clips to the observed range.
     seed : int
-        Same data, same seed, same model: to the bit on the CPU; on a GPU the order of
-        atomic additions may change the last bits from run to run.
+        Same data, same seed, same model: to the bit with ``engine="torch"`` on the CPU; on
+        a GPU the order of atomic additions may change the last bits from run to run. The
+        compiled engine is reproducible to the bit with ``threads=1``; its multi-threaded
+        runs are not (its threads update shared rows without locks, and which write lands
+        last depends on timing).
     device : torch.device or str, optional
         Where to train and keep the model; default :func:`cfcourse.env.device`
         (the CPU at ``CFCOURSE_SCALE=ci``).
+    engine : {"torch", "compiled", "auto"}
+        ``kind="dot_bias"`` only. ``"torch"``: minibatch row-wise Adagrad
+        (:func:`~cfcourse.sparse.fit_sparse`), on any device. ``"compiled"``: the same
+        update one rating at a time, compiled with numba
+        (:func:`~cfcourse.kernel.fit_compiled`), CPU only; its ``lr`` and ``reg`` default to
+        :data:`COMPILED_DEFAULTS`, ``bs`` and ``optimizer`` are ignored, and it takes
+        ``order`` and ``threads``. ``"auto"``: compiled on the CPU when numba imports, torch
+        otherwise (and on a GPU). The result's ``engine`` says which one ran.
     **options
         Override :data:`DEFAULTS` for the kind (e.g. ``n_factors=64, epochs=10``).
     """
-    opts = _options(kind, options)
     device = env.device() if device is None else torch.device(device)
+    engine = _engine(engine, kind, device)
+    opts = _options(kind, options, engine)
     validate_ratings(ratings, rating_range=rating_range)
     users, items = IdIndex(ratings["user"].to_numpy(), "user"), IdIndex(ratings["item"].to_numpy(), "item")
     u, i = users.encode(ratings["user"].to_numpy()), items.encode(ratings["item"].to_numpy())
@@ -253,7 +315,13 @@ def fit(ratings: pd.DataFrame, kind: str = "dot_bias", rating_range=(0.5, 5.0), 
     torch.manual_seed(seed)
     model = _build_model(kind, len(users), len(items), opts, mean, (low, high)).to(device)
     x, y = x.to(device), y.to(device)  # before the optimiser: it sizes its state on the model
-    if kind == "dot_bias":
+    if engine == "compiled":
+        from cfcourse.kernel import fit_compiled
+
+        history = fit_compiled(model, x, y, epochs=opts["epochs"], lr=opts["lr"],
+                               reg=opts["reg"], reg_bias=opts["reg_bias"], seed=seed,
+                               order=opts["order"], threads=opts["threads"])
+    elif kind == "dot_bias":
         history = fit_sparse(model, x, y, epochs=opts["epochs"], lr=opts["lr"], bs=opts["bs"],
                              reg=opts["reg"], reg_bias=opts["reg_bias"], seed=seed,
                              optimizer=opts["optimizer"])

@@ -88,7 +88,7 @@ class RowAdagrad(torch.optim.Optimizer):
 
         G_r = \\sum_{b:\\,\\mathrm{row}(b)=r} g_b, \\qquad
         a_r \\leftarrow a_r + \\operatorname{mean}_k G_{rk}^2, \\qquad
-        w_r \\leftarrow w_r - \frac{\\mathrm{lr}}{\\sqrt{a_r} + \\epsilon} G_r
+        w_r \\leftarrow w_r - \\frac{\\mathrm{lr}}{\\sqrt{a_r} + \\epsilon} G_r
 
     The state is one number per row instead of Adam's two per weight, and a step
     reads and writes only the rows in the batch's sparse gradient. This is the

@@ -211,3 +211,98 @@ def test_ci_scale_fits_on_the_cpu_even_with_cuda(data, monkeypatch):
     monkeypatch.setenv("CFCOURSE_SCALE", "ci")
     monkeypatch.setattr(env, "_cuda_available", lambda: True)
     assert cfcourse.fit(data[0], epochs=1, n_factors=2).device == torch.device("cpu")
+
+
+# -- engines: PyTorch minibatches or the compiled per-rating loop ------------------------------
+def test_the_default_engine_is_torch_and_is_recorded(model):
+    assert model.engine == "torch" and model.options["engine"] == "torch"
+
+
+def test_compiled_engine_learns_records_itself_and_round_trips(tmp_path, data):
+    pytest.importorskip("numba")
+    train, valid = data
+    model = cfcourse.fit(train, engine="compiled", epochs=10, n_factors=8, threads=1)
+    assert model.engine == "compiled" and model.options["order"] == "by_user"
+    baseline = rmse(np.full(len(valid), train["rating"].mean()), valid["rating"])
+    assert rmse(model.predict(valid), valid["rating"]) < 0.9 * baseline, (
+        "the compiled engine should beat predicting the mean")
+    again = cfcourse.fit(train, engine="compiled", epochs=10, n_factors=8, threads=1)
+    assert np.array_equal(again.predict(valid), model.predict(valid)), (
+        "one thread and a seed: the same model to the bit")
+    model.save(tmp_path / "c.npz")
+    back = cfcourse.load(tmp_path / "c.npz")
+    assert back.engine == "compiled" and np.allclose(back.predict(valid), model.predict(valid))
+
+
+def test_compiled_engine_uses_its_own_lr_and_reg(data, monkeypatch):
+    pytest.importorskip("numba")
+    from cfcourse import kernel
+    from cfcourse.recommender import COMPILED_DEFAULTS, DEFAULTS
+
+    seen = {}
+
+    def spy(model, x, y, **kwargs):
+        seen.update(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(kernel, "fit_compiled", spy)
+    with pytest.raises(_Stop):
+        cfcourse.fit(data[0], engine="compiled", order="shuffle")
+    assert seen["lr"] == COMPILED_DEFAULTS["lr"] and seen["reg"] == COMPILED_DEFAULTS["reg"]
+    assert seen["order"] == "shuffle" and seen["epochs"] == DEFAULTS["dot_bias"]["epochs"]
+    with pytest.raises(_Stop):
+        cfcourse.fit(data[0], engine="compiled", lr=0.01)
+    assert seen["lr"] == 0.01, "a given lr wins over the engine's default"
+
+
+def test_auto_engine_picks_compiled_on_the_cpu_and_torch_otherwise(data, monkeypatch):
+    from cfcourse import kernel, recommender
+
+    def stop(*args, **kwargs):
+        raise _Stop
+
+    calls = []
+    monkeypatch.setattr(recommender, "fit_sparse", lambda *a, **k: calls.append("torch") or stop())
+    monkeypatch.setattr(kernel, "fit_compiled", lambda *a, **k: calls.append("compiled") or stop())
+    monkeypatch.setattr(kernel, "available", lambda: True)
+    for device in ("cpu", "meta"):  # meta stands for any device but the CPU (a GPU)
+        with pytest.raises(_Stop):
+            cfcourse.fit(data[0], engine="auto", device=device)
+    monkeypatch.setattr(kernel, "available", lambda: False)  # numba missing
+    with pytest.raises(_Stop):
+        cfcourse.fit(data[0], engine="auto", device="cpu")
+    assert calls == ["compiled", "torch", "torch"]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"engine": "numba"}, "engine must be one of"),
+    ({"engine": "compiled", "kind": "nn"}, "trains kind='dot_bias' only"),
+    ({"engine": "compiled", "device": "meta"}, "runs on the CPU"),
+    ({"engine": "compiled", "order": "random"}, "order must be one of"),
+    ({"engine": "compiled", "n_layers": 2}, "unknown option"),
+    ({"order": "by_user"}, "belong to engine='compiled'"),
+])
+def test_fit_rejects_bad_engine_options(data, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cfcourse.fit(data[0], **kwargs)
+
+
+def test_the_package_works_without_numba():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['numba'] = None\n"  # import numba fails from here on
+        "import pandas as pd, cfcourse\n"
+        "from cfcourse import kernel\n"
+        "df = pd.DataFrame({'user': [1, 1, 2], 'item': [1, 2, 1], 'rating': [4.0, 3.0, 5.0]})\n"
+        "assert not kernel.available()\n"
+        "assert cfcourse.fit(df, engine='auto', epochs=1, device='cpu').engine == 'torch'\n"
+        "try:\n"
+        "    cfcourse.fit(df, engine='compiled', epochs=1)\n"
+        "except ImportError as err:\n"
+        "    assert 'numba' in str(err)\n"
+        "else:\n"
+        "    raise AssertionError('engine=compiled without numba should raise ImportError')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
