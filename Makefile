@@ -5,12 +5,28 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 VENDOR := _vendor
 BOOK_FLAGS := -W --keep-going --all
-# A second, bare environment holding only what Colab preinstalls that the course needs
-# (no cfcourse): the Colab and Kaggle simulations install cfcourse into it from a wheel,
-# through each chapter's own first cell.
-COLAB_VENV := .venv-colab
+# The simulated Colab (tests/simulation/), all of it git-ignored under .venv-colab/:
+# - env/: Colab's Python (from pyenv) with Colab's versions of the packages the course
+#   imports, as tests/data/colab.txt records them, and no cfcourse;
+# - wheelhouse/: what chapters' first cells install besides cfcourse (pyspark for chapter 10),
+#   at Colab's versions, so the simulation installs them with pip barred from every index.
+SIM := .venv-colab
+COLAB_VENV := $(SIM)/env
 COLAB_STAMP := $(COLAB_VENV)/.installed
-COLAB_PACKAGES := torch fastai pandas ipywidgets matplotlib ipykernel
+COLAB_LIST := tests/data/colab.txt
+COLAB_PYTHON_VERSION := $(shell sed -n 's/^\# python: *//p' $(COLAB_LIST))
+# The interpreter: pyenv's Python of that version, unless `make colab-venv COLAB_PYTHON=...`.
+COLAB_PYTHON ?= $(shell p=$$(pyenv prefix $(COLAB_PYTHON_VERSION) 2>/dev/null) && echo $$p/bin/python3)
+# What the course imports (cfcourse and the chapters), installed at Colab's versions ...
+COLAB_PACKAGES := torch fastai numpy pandas scipy matplotlib ipywidgets tqdm
+# ... plus what Colab's list does not record: the torchvision built for torch 2.11 (fastai
+# imports it) and the kernel.
+COLAB_EXTRAS := "torchvision==0.26.*" ipykernel
+WHEELHOUSE := $(SIM)/wheelhouse
+WHEELHOUSE_STAMP := $(WHEELHOUSE)/.filled
+FIRST_CELL_PACKAGES := pyspark
+empty :=
+space := $(empty) $(empty)
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -27,13 +43,30 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-$(COLAB_STAMP):
-	rm -rf $(COLAB_VENV) && python3 -m venv $(COLAB_VENV)
+$(COLAB_STAMP): $(COLAB_LIST)
+	@test -x "$(COLAB_PYTHON)" || { echo "make: the simulated Colab needs Python \
+	$(COLAB_PYTHON_VERSION) (Colab's, from $(COLAB_LIST)). Install it with \
+	'pyenv install $(COLAB_PYTHON_VERSION)', or name an interpreter: \
+	make colab-venv COLAB_PYTHON=/path/to/python$(COLAB_PYTHON_VERSION)" >&2; exit 1; }
+	@"$(COLAB_PYTHON)" -c 'import sys; v = "%d.%d" % sys.version_info[:2]; \
+	sys.exit(0 if v == "$(COLAB_PYTHON_VERSION)" else "$(COLAB_PYTHON) is Python " + v + \
+	", Colab runs $(COLAB_PYTHON_VERSION)")'
+	rm -rf $(COLAB_VENV) && "$(COLAB_PYTHON)" -m venv $(COLAB_VENV)
 	$(COLAB_VENV)/bin/python -m pip install -q --upgrade pip
-	$(COLAB_VENV)/bin/python -m pip install -q $(COLAB_PACKAGES)
+	grep -E '^($(subst $(space),|,$(COLAB_PACKAGES)))==' $(COLAB_LIST) > $(COLAB_VENV)/colab-pins.txt
+	@test $$(wc -l < $(COLAB_VENV)/colab-pins.txt) -eq $(words $(COLAB_PACKAGES)) || \
+	{ echo "make: $(COLAB_LIST) lacks a version for one of: $(COLAB_PACKAGES)" >&2; exit 1; }
+	$(COLAB_VENV)/bin/python -m pip install -q -r $(COLAB_VENV)/colab-pins.txt $(COLAB_EXTRAS)
 	touch $@
 
-colab-venv: $(COLAB_STAMP)
+# pyspark is an sdist on PyPI: `pip wheel` builds its wheel once (and fetches py4j's).
+$(WHEELHOUSE_STAMP): $(COLAB_LIST) | $(COLAB_STAMP)
+	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
+	$(COLAB_VENV)/bin/python -m pip wheel -q -w $(WHEELHOUSE) \
+	  $$(grep -E '^($(subst $(space),|,$(FIRST_CELL_PACKAGES)))==' $(COLAB_LIST))
+	touch $@
+
+colab-venv: $(COLAB_STAMP) $(WHEELHOUSE_STAMP)
 
 # The browser tests drive Debian's chromium (Playwright's own browser download is not used).
 chromium:
@@ -56,14 +89,15 @@ book: venv vendor
 	@echo "Open $(CURDIR)/_build/html/index.html"
 
 # Everything at CI scale: package tests with coverage; nbval over every chapter; the strict
-# book build; the built book in headless Chromium; chapters 0 and 1 in simulated Colab and
-# Kaggle environments.
+# book build (the only one: .ci/run builds nothing else); the built book in headless
+# Chromium; every chapter of _toc.yml in the simulated Colab, and as on Kaggle with the data
+# attached (tests/simulation/).
 test: venv vendor colab-venv chromium
 	CFCOURSE_SCALE=ci $(PYTEST) tests --cov=cfcourse --cov-report=term-missing:skip-covered --cov-fail-under=90
 	CFCOURSE_SCALE=ci $(PYTEST) --nbval-lax --nbval-current-env chapters/
 	CFCOURSE_SCALE=ci $(VENV)/bin/jupyter-book build . $(BOOK_FLAGS)
 	CFCOURSE_SCALE=ci $(PYTEST) -m browser tests/browser
-	CFCOURSE_SCALE=ci $(PYTEST) -m simulation tests/simulation
+	CFCOURSE_SCALE=ci $(PYTEST) -m simulation tests/simulation --durations=0
 
 # Speed and accuracy against fastai's pipeline and Surprise, in one run -> benchmarks/RESULTS.md.
 bench: venv
@@ -74,4 +108,4 @@ lint: venv
 	$(VENV)/bin/ruff check cfcourse tests
 
 clean:
-	rm -rf _build $(VENDOR) .pytest_cache .coverage $(COLAB_VENV)
+	rm -rf _build $(VENDOR) .pytest_cache .coverage $(SIM)

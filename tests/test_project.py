@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 try:
     import tomllib
@@ -101,10 +104,72 @@ def test_environment_yml_matches_pyproject():
     assert "python>=3.10" in env["dependencies"]
 
 
-def test_floors_stay_at_or_below_colab():
-    reqs = requirements_from_pyproject()
-    for floor in ["pandas>=2.0", "torch>=2.1", "fastai>=2.7", "jupyter-book>=1.0.4,<2"]:
-        assert floor in reqs
+def platform_list(name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """tests/data/<name>.txt: ({package: version}, {"python": ..., "source": ..., ...}).
+
+    A version the source gives only to the minor release (``==2.11.*``) is read as its
+    first release (``2.11.0``): a floor at or below that is at or below every 2.11.x.
+    """
+    text = (ROOT / "tests" / "data" / f"{name}.txt").read_text()
+    pins = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", f"{name}.txt: {line!r} is not a pinned version"
+            pins[req.name.lower()] = spec.version.replace(".*", ".0")
+    facts = dict(re.findall(r"^# (\w+): (.+)$", text, flags=re.MULTILINE))
+    facts["source"] = " ".join(re.findall(r"https://github\.com/\S+", text))
+    facts["date"] = " ".join(re.findall(r"\b20\d\d-\d\d-\d\d\b", text))
+    return pins, facts
+
+
+PLATFORMS = ["colab", "kaggle"]
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_platform_lists_name_their_source_date_and_python(platform):
+    pins, facts = platform_list(platform)
+    assert pins and facts["source"] and facts["date"], f"{platform}.txt: source and date"
+    assert re.fullmatch(r"3\.\d+", facts["python"])
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_floors_stay_at_or_below_what_colab_and_kaggle_preinstall(platform):
+    """pip never upgrades a preinstalled package when a first cell installs cfcourse."""
+    pins, facts = platform_list(platform)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert SpecifierSet(project["requires-python"]).contains(facts["python"] + ".0")
+    too_high = [req for req in requirements_from_pyproject()
+                if Requirement(req).name.lower() in pins
+                and not Requirement(req).specifier.contains(pins[Requirement(req).name.lower()])]
+    assert too_high == [], f"above {platform}'s versions ({facts['date']}): {too_high}"
+
+
+def test_colab_list_records_every_runtime_dependency():
+    """Each package cfcourse needs has Colab's version on record, so the test above sees it."""
+    pins, _ = platform_list("colab")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    missing = [d for d in project["dependencies"] if Requirement(d).name.lower() not in pins]
+    assert missing == [], f"add Colab's version of {missing} to tests/data/colab.txt"
+
+
+# APIs the course calls that need a newer release than a package's first: name -> (package,
+# the first release that has it).
+NEEDS = {"to_bf16": ("fastai", "2.7.13")}
+
+
+@pytest.mark.parametrize("api", sorted(NEEDS))
+def test_floor_admits_no_release_without_an_api_the_course_calls(api):
+    package, first = NEEDS[api]
+    used = [p.name for p in [*CHAPTERS, *(ROOT / "cfcourse").rglob("*.py")]
+            if re.search(rf"\b{api}\b", p.read_text())]
+    (req,) = [Requirement(r) for r in requirements_from_pyproject()
+              if Requirement(r).name.lower() == package]
+    floor = max((Version(s.version) for s in req.specifier if s.operator == ">="), default=None)
+    if used:
+        assert floor is not None and floor >= Version(first), (
+            f"{used} call {api}, which {package} has from {first}: raise the floor {req}")
 
 
 def test_no_movielens_file_is_tracked():
