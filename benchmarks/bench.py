@@ -170,6 +170,18 @@ def _api_fitter(name: str):
     return fit
 
 
+def _seed_runs(name: str, fit_seed, test, seeds=(0, 1, 2)) -> list[dict]:
+    """Fit with each seed (``fit_seed(seed)`` returns a predict function) and score on ``test``."""
+    from cfcourse.metrics import rmse
+
+    runs = []
+    for seed in seeds:
+        predict, seconds = timed(lambda seed=seed: fit_seed(seed))
+        runs.append({"method": name, "seed": seed, "seconds": seconds,
+                     "rmse": rmse(predict(test), test["rating"])})
+    return runs
+
+
 def bench_api() -> list[str]:
     import pandas as pd
 
@@ -184,10 +196,8 @@ def bench_api() -> list[str]:
         result, tune_seconds[name] = timed(lambda fit=fit, grid=grid: grid_search(
             train, grid, lambda p, f, t: rmse(fit(f, p, 0)(t), t["rating"]), seed=0))
         chosen[name] = result.best_params
-        for seed in (0, 1, 2):
-            predict, seconds = timed(lambda: fit(train, result.best_params, seed))
-            runs.append({"method": name, "seed": seed, "seconds": seconds,
-                         "rmse": rmse(predict(test), test["rating"])})
+        runs += _seed_runs(name, lambda seed, fit=fit, best=result.best_params:
+                           fit(train, best, seed), test)
     runs = pd.DataFrame(runs)
     table = summarize(runs, by="method", value="rmse")
     rows = ["ML-100k, `random_split(valid_pct=0.1, seed=42)`: 90,000 training ratings, 10,000 "
@@ -221,7 +231,6 @@ def bench_bayes() -> list[str]:
     from cfcourse.bayesian import BayesianMF
     from cfcourse.compare import clearly_better, summarize
     from cfcourse.data import load_movielens, random_split
-    from cfcourse.metrics import rmse
 
     train, test = random_split(load_movielens("ml-100k"), valid_pct=0.1, seed=42)
 
@@ -253,10 +262,7 @@ def bench_bayes() -> list[str]:
                "cfcourse.fit (SGD MF, DEFAULTS)": sgd_fit}
     runs = []
     for name, fit in methods.items():
-        for seed in (0, 1, 2):
-            predict, seconds = timed(lambda fit=fit, seed=seed: fit(seed))
-            runs.append({"method": name, "seed": seed, "seconds": seconds,
-                         "rmse": rmse(predict(test), test["rating"])})
+        runs += _seed_runs(name, fit, test)
     runs = pd.DataFrame(runs)
     table = summarize(runs, by="method", value="rmse")
     rows = ["ML-100k, `random_split(valid_pct=0.1, seed=42)` (the api section's split); three "

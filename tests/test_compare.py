@@ -4,8 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cfcourse.compare import (clearly_better, grid_search, inner_split, over_seeds,
-                              paired_bootstrap, summarize)
+from cfcourse.compare import (
+    clearly_better,
+    grid_search,
+    inner_split,
+    over_seeds,
+    paired_bootstrap,
+    summarize,
+)
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ def test_samples_are_nested_and_never_hold_a_test_pair():
     world = dot_world(n_users=40, n_items=30, n_factors=3, n_test=200, seed=1)
     small, large = world.ratings(300), world.ratings(900)
     assert small.equals(large.iloc[:300]), "a larger sample contains the smaller one, ratings too"
-    keys = lambda f: set(f["user"] * 30 + f["item"])  # noqa: E731
+    keys = lambda f: set(f["user"] * 30 + f["item"])
     assert not keys(large) & keys(world.test_pairs()), "test pairs are never trained on"
     assert len(keys(large)) == 900, "each pair at most once"
 

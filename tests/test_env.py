@@ -70,9 +70,8 @@ def test_gpu_scale_without_cuda_warns_once(monkeypatch):
     monkeypatch.setattr(env, "_cuda_available", lambda: False)
     monkeypatch.setattr(env, "_warned_gpu_without_cuda", False)
     with pytest.warns(RuntimeWarning, match="no CUDA GPU.*CFCOURSE_SCALE=cpu") as caught:
-        assert env.by_scale(ci=1, cpu=2, gpu=3) == 3
-        env.scale()
-        assert env.device() == torch.device("cpu")
+        picked = (env.by_scale(ci=1, cpu=2, gpu=3), env.scale(), env.device())
+    assert picked == (3, "gpu", torch.device("cpu"))
     assert len([w for w in caught if w.category is RuntimeWarning]) == 1, "once, not per call"
 
 

@@ -93,7 +93,7 @@ def numba():
 def test_shuffle_on_one_thread_is_fit_sparse_at_bs1(numba):
     model, x, y = _problem()
     oracle = _twin(model)
-    opts = dict(epochs=2, lr=0.05, reg=0.05, reg_bias=0.02, seed=3)
+    opts = {"epochs": 2, "lr": 0.05, "reg": 0.05, "reg_bias": 0.02, "seed": 3}
     h_torch = fit_sparse(oracle, x, y, bs=1, optimizer="fused_row_adagrad", **opts)
     h_ours = kernel.fit_compiled(model, x, y, order="shuffle", threads=1, **opts)
     _assert_same_model(model, oracle)

@@ -137,7 +137,7 @@ def test_nuclear_norm_by_hand_and_as_the_cheapest_factorisation():
     u, s, vt = np.linalg.svd(w, full_matrices=False)
     balanced_p, balanced_q = u * np.sqrt(s), vt.T * np.sqrt(s)
     assert np.allclose(balanced_p @ balanced_q.T, w)
-    half_l2 = lambda a, b: ((a**2).sum() + (b**2).sum()) / 2  # noqa: E731
+    half_l2 = lambda a, b: ((a**2).sum() + (b**2).sum()) / 2
     assert half_l2(balanced_p, balanced_q) == pytest.approx(nuclear_norm(w))
     for c in (0.3, 1.0, 3.0):  # any other factorisation pays more
         assert half_l2(p * c, q / c) >= nuclear_norm(w) - 1e-9

@@ -4,6 +4,7 @@ import torch
 from fastai.collab import EmbeddingDotBias
 from fastai.layers import sigmoid_range as fastai_sigmoid_range
 
+from cfcourse.learner_utils import split_factors_biases
 from cfcourse.metrics import align_linear, linear_recovery_r2, mae, rmse
 from cfcourse.models import (
     DotProduct,
@@ -13,7 +14,6 @@ from cfcourse.models import (
     inverse_sigmoid_range,
     sigmoid_range,
 )
-from cfcourse.learner_utils import split_factors_biases
 from cfcourse.train import fit_plain
 
 X = torch.tensor([[0, 0], [1, 2], [2, 1], [0, 3]])

@@ -304,5 +304,6 @@ def test_the_package_works_without_numba():
         "    assert 'numba' in str(err)\n"
         "else:\n"
         "    raise AssertionError('engine=compiled without numba should raise ImportError')\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
     assert done.returncode == 0, done.stderr[-2000:]
