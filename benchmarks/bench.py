@@ -5,7 +5,7 @@ Writes benchmarks/RESULTS.md (machine, date, command, and one table per claim):
 - tune:       the grid search on an inner split that chose cfcourse.fit's DEFAULTS;
 - api:        cfcourse.fit vs Surprise's SVD and SVD++ on ML-100k, each tuned with the same
               budget on an inner split, three seeds each (the book's comparison protocol);
-- bayes:      Bayesian MF by Gibbs sampling, cfcourse.bayesian vs myFM, three seeds;
+- bayes:      Bayesian MF by Gibbs sampling, cfcourse.models.bayesian vs myFM, three seeds;
 - ml100k:     time to reach fastai's recipe RMSE on the course's 80/20 split, fastai vs ours;
 - throughput: training ratings/s at ML-25M's size on this CPU, with the RMSE reached,
               next to fastai's own pipeline on the same data;
@@ -228,9 +228,9 @@ def bench_bayes() -> list[str]:
     import pandas as pd
 
     import cfcourse
-    from cfcourse.bayesian import BayesianMF
     from cfcourse.compare import clearly_better, summarize
     from cfcourse.data import load_movielens, random_split
+    from cfcourse.models.bayesian import BayesianMF
 
     train, test = random_split(load_movielens("ml-100k"), valid_pct=0.1, seed=42)
 
@@ -255,7 +255,7 @@ def bench_bayes() -> list[str]:
         model = cfcourse.fit(train, seed=seed)
         return lambda frame: model.predict(frame, unknown="bias")
 
-    methods = {f"ours: cfcourse.bayesian.BayesianMF, rank {BAYES['n_factors']}, "
+    methods = {f"ours: cfcourse.models.bayesian.BayesianMF, rank {BAYES['n_factors']}, "
                f"{BAYES['n_iter']} sweeps ({BAYES['burn_in']} burn-in)": ours_fit,
                f"myFM 0.4 MyFMRegressor, rank {BAYES['n_factors']}, {BAYES['n_iter']} iterations "
                f"({BAYES['n_iter'] - BAYES['burn_in']} kept)": myfm_fit,
@@ -290,7 +290,7 @@ def bench_ml100k() -> list[str]:
 
     import cfcourse
     from cfcourse.data import load_movielens, random_split
-    from cfcourse.loaders import collab_dataloaders
+    from cfcourse.fastai_glue import collab_dataloaders
     from cfcourse.metrics import rmse
 
     train, valid = random_split(load_movielens("ml-100k"), valid_pct=0.2, seed=42)
@@ -383,7 +383,7 @@ def _fastai_recipe_epoch(train, valid, device: str, fp16: bool, n_batches: int =
     from fastai.callback.schedule import fit_one_cycle  # noqa: F401
     from fastai.collab import collab_learner
 
-    from cfcourse.loaders import collab_dataloaders
+    from cfcourse.fastai_glue import collab_dataloaders
 
     sub = train.iloc[: bs * n_batches]
     dls = collab_dataloaders(sub, valid.iloc[:bs], bs=bs, device=torch.device(device))
@@ -400,7 +400,8 @@ def _fastai_recipe_epoch(train, valid, device: str, fp16: bool, n_batches: int =
 def _ours_rows(shape, x, y, xv, valid, device: str, variants) -> tuple[list[str], list[float]]:
     """Table rows for our variants, and each one's seconds per epoch."""
     from cfcourse.metrics import rmse
-    from cfcourse.sparse import SparseDotBias, fit_sparse
+    from cfcourse.models.sparse_dot_bias import SparseDotBias
+    from cfcourse.train import fit_sparse
 
     def fresh():
         torch.manual_seed(0)

@@ -9,7 +9,7 @@ checks, on planted data from :mod:`cfcourse.data.synthetic` (no download):
 2. the loaders (only when fastai is importable; the device kit in ``shared/gpu`` has none
    until its wheelhouse is installed): the device ``collab_dataloaders`` and
    ``tensor_dataloaders`` pick at ci and gpu scale, that a ``device=`` passed wins, and one
-   epoch of a fastai ``Learner`` on CUDA through ``cfcourse.learner_utils``;
+   epoch of a fastai ``Learner`` on CUDA through ``cfcourse.fastai_glue``;
 3. ``cfcourse.fit`` for one epoch on CUDA (``dot_bias`` and ``nn``), then ``predict``,
    ``recommend``, ``similar_items``, ``save`` and ``load`` (to CUDA and to the CPU);
 4. ``cfcourse.train.fit_plain`` on CUDA, and its refusal of an out-of-range position
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return f"unset -> {dev}; ci -> cpu"
 
     if has_fastai:
-        from cfcourse.loaders import collab_dataloaders, tensor_dataloaders
+        from cfcourse.fastai_glue import collab_dataloaders, tensor_dataloaders
 
         small_train, small_valid = train.head(20_000), valid.head(5_000)
 
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         def _():
             from fastai.collab import collab_learner
 
-            from cfcourse.learner_utils import fit_recording, valid_rmse
+            from cfcourse.fastai_glue import fit_recording, valid_rmse
 
             with scale_set(gpu_scale):
                 dls = tensor_dataloaders(train, valid, bs=4096)
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     @check(f"train.fit_plain on {dev.type}; an out-of-range position is refused first")
     def _():
-        from cfcourse.models import DotProductBias
+        from cfcourse.models.dot_product import DotProductBias
         from cfcourse.train import fit_plain
 
         x = torch.stack([torch.randint(0, 50, (4000,)), torch.randint(0, 40, (4000,))], 1).to(dev)

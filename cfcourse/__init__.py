@@ -11,13 +11,13 @@ The public API::
     model.save(path); cfcourse.load(path)   # arrays and JSON only, no pickle
 
 Modules, bottom layer first: :mod:`cfcourse.env`; :mod:`cfcourse.data`; the models
-(:mod:`cfcourse.models`, :mod:`cfcourse.linear_view`, :mod:`cfcourse.meta_models`,
-:mod:`cfcourse.baselines`, :mod:`cfcourse.neighbors`, :mod:`cfcourse.dot_vs_mlp`,
-:mod:`cfcourse.bayesian`); training (:mod:`cfcourse.train`,
-:mod:`cfcourse.sparse`, :mod:`cfcourse.loaders`, :mod:`cfcourse.learner_utils`,
+(:mod:`cfcourse.models`, :mod:`cfcourse.models.linear_view`, :mod:`cfcourse.models.side_info`,
+:mod:`cfcourse.models.baselines`, :mod:`cfcourse.models.neighbors`, :mod:`cfcourse.data.dot_world`,
+:mod:`cfcourse.models.bayesian`); training (:mod:`cfcourse.train`,
+:mod:`cfcourse.models.sparse_dot_bias`, :mod:`cfcourse.fastai_glue`, :mod:`cfcourse.fastai_glue`,
 :mod:`cfcourse.distributed`); then :mod:`cfcourse.recommender` (the API above),
-:mod:`cfcourse.metrics`, :mod:`cfcourse.ranking`, :mod:`cfcourse.interpret`,
-:mod:`cfcourse.coldstart`, :mod:`cfcourse.feedback`, :mod:`cfcourse.compare` (the comparison protocol), :mod:`cfcourse.widgets`, :mod:`cfcourse.plots`.
+:mod:`cfcourse.metrics`, :mod:`cfcourse.metrics`, :mod:`cfcourse.interpret`,
+:mod:`cfcourse.coldstart`, :mod:`cfcourse.feedback_loop`, :mod:`cfcourse.compare` (the comparison protocol), :mod:`cfcourse.widgets`, :mod:`cfcourse.plots`.
 """
 
 __version__ = "0.1.0"

@@ -25,9 +25,9 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from cfcourse.data.checks import validate_ratings
+from cfcourse.data.validate import validate_ratings
+from cfcourse.models.sparse_dot_bias import SparseDotBias
 from cfcourse.recommender import Recommender
-from cfcourse.sparse import SparseDotBias
 
 __all__ = ["AGE_EDGES", "MetadataRidge", "embedding_table", "item_features",
            "predict_with_vectors", "user_features"]

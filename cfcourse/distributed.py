@@ -1,6 +1,6 @@
 """Data-parallel training of the dot-product model with PyTorch DDP, launched by torchrun.
 
-Every process (a *rank*) holds a full copy of :class:`~cfcourse.models.DotProductBias`.
+Every process (a *rank*) holds a full copy of :class:`~cfcourse.models.dot_product.DotProductBias`.
 At each step the ``W`` ranks look at disjoint slices of one global batch of ``B``
 ratings, compute the gradient of their own slice's mean squared error, and
 :class:`~torch.nn.parallel.DistributedDataParallel` averages the ``W`` gradients
@@ -46,7 +46,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cfcourse.data import IdIndex, load_movielens, random_split
 from cfcourse.metrics import rmse
-from cfcourse.models import DotProductBias
+from cfcourse.models.dot_product import DotProductBias
 
 __all__ = ["epoch_batches", "load_result", "main", "parse_args", "shard", "train_epochs"]
 

@@ -96,7 +96,7 @@ def device():
 
     At ``CFCOURSE_SCALE=ci`` this is always the CPU, so CI runs the same path
     on any machine. Every loader and trainer of the package
-    (:func:`cfcourse.loaders.collab_dataloaders`, :func:`cfcourse.loaders.tensor_dataloaders`,
+    (:func:`cfcourse.fastai_glue.collab_dataloaders`, :func:`cfcourse.fastai_glue.tensor_dataloaders`,
     :func:`cfcourse.fit`) puts its tensors here unless it is given a ``device``.
     """
     import torch

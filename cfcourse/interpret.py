@@ -18,9 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cfcourse.data.checks import validate_ratings
+from cfcourse.data.validate import validate_ratings
+from cfcourse.models.sparse_dot_bias import SparseDotBias
 from cfcourse.recommender import Recommender
-from cfcourse.sparse import SparseDotBias
 
 __all__ = ["axis_ends", "bias_table", "explain_prediction", "pca_items"]
 

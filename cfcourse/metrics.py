@@ -1,10 +1,40 @@
-"""How good predictions are: rating errors, and how well factors were recovered."""
+"""How good predictions are: rating errors, and how well factors were recovered.
+
+Ranking metrics and the pieces to measure a recommender as a ranker.
+
+A rating metric (RMSE) asks *how close is each predicted star to the real one*.
+A ranking metric asks *did the top of the list hold the films the user liked*.
+For one user with a ranked list and a set of relevant items (here: held-out
+items they rated at least ``threshold`` stars):
+
+- precision@k = hits in the top k / k
+- recall@k    = hits in the top k / number of relevant items
+- NDCG@k      = DCG@k / IDCG@k, with ``DCG@k = sum_{r=1..k} rel_r / log2(r + 1)``
+  (``rel_r`` is 1 when the item at rank ``r`` is relevant) and IDCG@k the DCG
+  of a perfect list: all relevant items first.
+
+Conventions: a list shorter than ``k`` still divides precision by ``k``; users
+with no relevant held-out item are skipped (recall and NDCG are undefined for
+them) and counted as skipped; relevant items the model cannot rank (unknown
+films) stay in the denominator, so they count as misses for every method.
+
+>>> ndcg_at_k([3, 1, 2], relevant={1}, k=3)  # hit at rank 2: 1 / log2(3)
+0.6309297535714575
+"""
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Collection, Mapping, Sequence
 
-__all__ = ["align_linear", "linear_recovery_r2", "mae", "rmse"]
+import numpy as np
+import pandas as pd
+
+from cfcourse.data.validate import validate_ratings
+
+__all__ = [
+    "align_linear", "evaluate_ranking", "linear_recovery_r2", "mae", "ndcg_at_k",
+    "precision_at_k", "recall_at_k", "relevant_items", "rmse",
+]
 
 
 def _numbers(values) -> np.ndarray:
@@ -71,3 +101,93 @@ def linear_recovery_r2(learned, planted) -> float:
     residual = planted - align_linear(learned, planted)
     total = planted - planted.mean(axis=0)
     return float(1 - (residual**2).sum() / (total**2).sum())
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise ValueError(f"k must be a positive integer, got {k!r}.")
+    return int(k)
+
+
+def _hits(ranked: Sequence, relevant: Collection, k: int) -> np.ndarray:
+    """1.0 where the item at rank r (r < k) is relevant, else 0.0."""
+    return np.array([float(x in relevant) for x in list(ranked)[:k]])
+
+
+def _need_relevant(relevant: Collection) -> None:
+    if len(relevant) == 0:
+        raise ValueError("relevant is empty: recall and NDCG are undefined for a user with "
+                         "no relevant item; skip such users (evaluate_ranking does).")
+
+
+def precision_at_k(ranked: Sequence, relevant: Collection, k: int = 10) -> float:
+    """Share of the top ``k`` that is relevant: ``hits / k``.
+
+    >>> precision_at_k(["a", "b", "c"], relevant={"a", "z"}, k=2)
+    0.5
+    """
+    k = _check_k(k)
+    return float(_hits(ranked, relevant, k).sum() / k)
+
+
+def recall_at_k(ranked: Sequence, relevant: Collection, k: int = 10) -> float:
+    """Share of the relevant items found in the top ``k``: ``hits / |relevant|``.
+
+    >>> recall_at_k(["a", "b", "c"], relevant={"a", "z"}, k=2)
+    0.5
+    """
+    k = _check_k(k)
+    _need_relevant(relevant)
+    return float(_hits(ranked, relevant, k).sum() / len(relevant))
+
+
+def ndcg_at_k(ranked: Sequence, relevant: Collection, k: int = 10) -> float:
+    """Normalised discounted cumulative gain with binary relevance.
+
+    .. math:: \\mathrm{NDCG@k} = \\frac{\\sum_{r=1}^{k} \\mathrm{rel}_r / \\log_2(r+1)}
+              {\\sum_{r=1}^{\\min(k, |R|)} 1 / \\log_2(r+1)}
+
+    1 when the relevant items fill the top of the list, 0 when none is in the top ``k``.
+    """
+    k = _check_k(k)
+    _need_relevant(relevant)
+    hits = _hits(ranked, relevant, k)
+    discount = 1.0 / np.log2(np.arange(2, k + 2))  # rank r -> 1 / log2(r + 1)
+    ideal = discount[:min(len(relevant), k)].sum()
+    return float((hits * discount[:len(hits)]).sum() / ideal)
+
+
+def relevant_items(test: pd.DataFrame, threshold: float = 4.0) -> dict:
+    """``{user: set of items}`` rated at least ``threshold`` in ``test``."""
+    validate_ratings(test, rating_range=None, allow_empty=True)
+    liked = test[test["rating"] >= threshold]
+    return {user: set(group["item"].tolist()) for user, group in liked.groupby("user")}
+
+
+def evaluate_ranking(lists: Mapping, test: pd.DataFrame, k: int = 10,
+                     threshold: float = 4.0) -> pd.Series:
+    """Mean precision@k, recall@k and NDCG@k over the users of ``test``.
+
+    Parameters
+    ----------
+    lists : mapping user -> sequence of items, best first
+        What a method recommends; a user missing from it gets an empty list.
+    test : DataFrame
+        Held-out ``user, item, rating``; relevant = rated at least ``threshold``.
+
+    Returns
+    -------
+    Series with ``precision``, ``recall``, ``ndcg``, ``users`` (evaluated) and
+    ``skipped`` (users of ``test`` with no relevant item).
+    """
+    k = _check_k(k)
+    relevant = relevant_items(test, threshold)
+    if not relevant:
+        raise ValueError(f"no test rating reaches {threshold}; nothing is relevant, so "
+                         "there is nothing to rank. Lower the threshold.")
+    rows = [(precision_at_k(lists.get(u, []), rel, k), recall_at_k(lists.get(u, []), rel, k),
+             ndcg_at_k(lists.get(u, []), rel, k)) for u, rel in relevant.items()]
+    mean = np.mean(rows, axis=0)
+    skipped = test["user"].nunique() - len(relevant)
+    return pd.Series({"precision": mean[0], "recall": mean[1], "ndcg": mean[2],
+                      "users": len(relevant), "skipped": skipped})

@@ -15,8 +15,8 @@ given a ``device``; every method takes NumPy/pandas in and gives NumPy/pandas ou
 whatever the device.
 
 Engines (``kind="dot_bias"``): ``engine="torch"`` trains with minibatch row-wise Adagrad in
-PyTorch (:func:`cfcourse.sparse.fit_sparse`, CPU or GPU); ``engine="compiled"`` with the
-numba loop over single ratings (:func:`cfcourse.kernel.fit_compiled`, CPU only, all cores,
+PyTorch (:func:`cfcourse.train.fit_sparse`, CPU or GPU); ``engine="compiled"`` with the
+numba loop over single ratings (:func:`cfcourse.compiled.fit_compiled`, CPU only, all cores,
 lock-free); ``engine="auto"`` picks the compiled one on the CPU when numba imports, PyTorch
 otherwise. The fitted model records its engine in ``model.engine``.
 """
@@ -33,13 +33,17 @@ import pandas as pd
 import torch
 
 from cfcourse import env
-from cfcourse.baselines import BiasBaseline
-from cfcourse.data.checks import IdIndex, validate_ratings
-from cfcourse.models import CollabNN
-from cfcourse.sparse import SparseDotBias, fit_sparse
-from cfcourse.train import fit_plain
+from cfcourse.data.encode import IdIndex
+from cfcourse.data.validate import validate_ratings
+from cfcourse.models.baselines import BiasBaseline
+from cfcourse.models.neural import CollabNN
+from cfcourse.models.sparse_dot_bias import SparseDotBias
+from cfcourse.train import fit_plain, fit_sparse
 
-__all__ = ["COMPILED_DEFAULTS", "DEFAULTS", "ENGINES", "Recommender", "fit", "load"]
+__all__ = [
+    "COMPILED_DEFAULTS", "DEFAULTS", "ENGINES", "fit", "load", "popularity_scores", "Recommender",
+    "score_matrix", "top_k",
+]
 
 # Chosen by `python benchmarks/bench.py --only tune`: a grid search on an inner split of the
 # training part of ML-100k's 80/20 split (no chapter's validation rating is used); the grid, the
@@ -230,10 +234,10 @@ def _engine(engine, kind: str, device: torch.device) -> str:
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}.")
     if engine == "auto":
-        from cfcourse import kernel
+        from cfcourse import compiled
 
         return "compiled" if kind == "dot_bias" and device.type == "cpu" and \
-            kernel.available() else "torch"
+            compiled.available() else "torch"
     if engine == "compiled":
         if kind != "dot_bias":
             raise ValueError(f"engine='compiled' trains kind='dot_bias' only, got {kind!r}.")
@@ -247,7 +251,7 @@ def _options(kind: str, given: dict, engine: str = "torch") -> dict:
     if kind not in DEFAULTS:
         raise ValueError(f"kind must be one of {sorted(DEFAULTS)}, got {kind!r}.")
     if engine == "compiled":
-        from cfcourse.kernel import ORDERS
+        from cfcourse.compiled import ORDERS
 
         order = given.get("order", COMPILED_DEFAULTS["order"])
         if order not in ORDERS:
@@ -277,8 +281,8 @@ def fit(ratings: pd.DataFrame, kind: str = "dot_bias", rating_range=(0.5, 5.0), 
     ----------
     kind : {"dot_bias", "nn"}
         ``"dot_bias"``: :math:`\\hat r_{ui} = \\mu + b_u + b_i + p_u\\cdot q_i`, trained with
-        row-sparse updates (:mod:`cfcourse.sparse`); the default and the course's best model.
-        ``"nn"``: :class:`~cfcourse.models.CollabNN`.
+        row-sparse updates (:mod:`cfcourse.models.sparse_dot_bias`); the default and the course's best model.
+        ``"nn"``: :class:`~cfcourse.models.neural.CollabNN`.
     rating_range : (low, high) or None
         Ratings outside it are an error (MovieLens: 0.5-5); predictions are clipped to it.
         ``None`` accepts any finite rating and clips to the observed range.
@@ -293,9 +297,9 @@ def fit(ratings: pd.DataFrame, kind: str = "dot_bias", rating_range=(0.5, 5.0), 
         (the CPU at ``CFCOURSE_SCALE=ci``).
     engine : {"torch", "compiled", "auto"}
         ``kind="dot_bias"`` only. ``"torch"``: minibatch row-wise Adagrad
-        (:func:`~cfcourse.sparse.fit_sparse`), on any device. ``"compiled"``: the same
+        (:func:`~cfcourse.train.fit_sparse`), on any device. ``"compiled"``: the same
         update one rating at a time, compiled with numba
-        (:func:`~cfcourse.kernel.fit_compiled`), CPU only; its ``lr`` and ``reg`` default to
+        (:func:`~cfcourse.compiled.fit_compiled`), CPU only; its ``lr`` and ``reg`` default to
         :data:`COMPILED_DEFAULTS`, ``bs`` and ``optimizer`` are ignored, and it takes
         ``order`` and ``threads``. ``"auto"``: compiled on the CPU when numba imports, torch
         otherwise (and on a GPU). The result's ``engine`` says which one ran.
@@ -316,7 +320,7 @@ def fit(ratings: pd.DataFrame, kind: str = "dot_bias", rating_range=(0.5, 5.0), 
     model = _build_model(kind, len(users), len(items), opts, mean, (low, high)).to(device)
     x, y = x.to(device), y.to(device)  # before the optimiser: it sizes its state on the model
     if engine == "compiled":
-        from cfcourse.kernel import fit_compiled
+        from cfcourse.compiled import fit_compiled
 
         history = fit_compiled(model, x, y, epochs=opts["epochs"], lr=opts["lr"],
                                reg=opts["reg"], reg_bias=opts["reg_bias"], seed=seed,
@@ -373,3 +377,74 @@ def load(path: str | os.PathLike, device=None) -> Recommender:
         return Recommender(meta["kind"], opts, users, items, model, data["rated_indptr"],
                            data["rated_indices"], titles, meta["history"],
                            data["fallback_user_bias"], data["fallback_item_bias"])
+
+
+def score_matrix(model: Recommender) -> np.ndarray:
+    """Every user's unclipped score for every item, ``(n_users, n_items)``.
+
+    .. math:: s_{ui} = \\mu + b_u + b_i + p_u \\cdot q_i
+
+    Rows and columns follow ``model.users`` and ``model.items``. Unlike
+    ``model.predict`` it is not clipped to the star range, so two films above
+    five stars keep their order instead of tying.
+    """
+    net = model.model
+    if not isinstance(net, SparseDotBias):
+        raise TypeError(f"score_matrix needs a kind='dot_bias' model, got kind={model.kind!r}.")
+    p = net.user_factors.weight.detach().cpu().numpy()  # (n_users, k)
+    q = net.item_factors.weight.detach().cpu().numpy()  # (n_items, k)
+    b_u = net.user_bias.weight.detach().cpu().numpy()  # (n_users, 1)
+    b_i = net.item_bias.weight.detach().cpu().numpy()[:, 0]  # (n_items,)
+    return float(net.mean) + b_u + b_i + p @ q.T
+
+
+def popularity_scores(model: Recommender, ratings: pd.DataFrame) -> np.ndarray:
+    """How many ratings each of ``model.items`` has in ``ratings``, as ``(n_items,)`` floats."""
+    validate_ratings(ratings, columns=("user", "item"))
+    positions = model.items.encode(ratings["item"].to_numpy(), unknown="ignore")
+    return np.bincount(positions[positions >= 0], minlength=len(model.items)).astype(float)
+
+
+def _exclusion_mask(model: Recommender, exclude: pd.DataFrame | None) -> np.ndarray:
+    """Boolean ``(n_users, n_items)``: True where a pair must not be recommended."""
+    mask = np.zeros((len(model.users), len(model.items)), dtype=bool)
+    if exclude is None:  # the model's own training pairs
+        rows = np.repeat(np.arange(len(model.users)), np.diff(model.rated_indptr))
+        mask[rows, model.rated_indices] = True
+        return mask
+    u = model.users.encode(exclude["user"].to_numpy(), unknown="ignore")
+    i = model.items.encode(exclude["item"].to_numpy(), unknown="ignore")
+    keep = (u >= 0) & (i >= 0)
+    mask[u[keep], i[keep]] = True
+    return mask
+
+
+def top_k(model: Recommender, scores: np.ndarray, k: int = 10,
+          exclude: pd.DataFrame | None = None) -> dict:
+    """The ``k`` best items for every user by ``scores``, as raw ids, best first.
+
+    Parameters
+    ----------
+    scores : array, ``(n_users, n_items)`` or ``(n_items,)``
+        Aligned with ``model.users`` / ``model.items``; one row is shared by all users
+        (e.g. :func:`popularity_scores`).
+    exclude : DataFrame or None
+        ``user, item`` pairs never to recommend (what each user already rated).
+        ``None`` excludes the pairs the model was trained on.
+
+    Returns
+    -------
+    dict
+        ``{user id: array of item ids}``. Ties keep the lower item position first.
+    """
+    k = _check_k(k)
+    n_users, n_items = len(model.users), len(model.items)
+    scores = np.broadcast_to(np.asarray(scores, dtype=np.float64), (n_users, n_items))
+    if not np.isfinite(scores).all():
+        raise ValueError("scores hold NaN or infinite values; rank finite numbers only.")
+    masked = np.where(_exclusion_mask(model, exclude), -np.inf, scores)  # (U, I)
+    k = min(k, n_items)
+    order = np.argsort(-masked, axis=1, kind="stable")[:, :k]  # (U, k)
+    allowed = np.take_along_axis(masked, order, axis=1) > -np.inf
+    ids = model.items.decode(order)
+    return {user: ids[row][allowed[row]] for row, user in enumerate(model.users.ids_.tolist())}

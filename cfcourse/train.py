@@ -2,6 +2,20 @@
 
 This is the plain PyTorch loop the from-scratch chapters build by hand; later
 chapters import it instead of copying it.
+
+Row-sparse training: each step touches only the users and items in its batch.
+
+A dense optimiser (Adam, fastai's decoupled weight decay) updates *every* row of
+every embedding at every step, even though a batch of ratings looks up only a few
+thousand rows. With ML-25M's 162,541 users and 59,047 films that is ~22 M numbers
+per step, most of them untouched by the data. Here instead:
+
+- embeddings return sparse gradients (``nn.Embedding(sparse=True)``);
+- :class:`torch.optim.SparseAdam` updates only the rows that were looked up;
+- the L2 penalty is applied to the looked-up rows only, which is the classic
+  matrix-factorisation objective::
+
+      L = mean_{(u,i) in batch} [ (r̂_ui - r_ui)² + λ (|p_u|² + |q_i|²) + λ_b (b_u² + b_i²) ]
 """
 
 from __future__ import annotations
@@ -12,7 +26,10 @@ import numbers
 import torch
 from torch import nn
 
-__all__ = ["fit_plain"]
+from cfcourse.models.sparse_dot_bias import SparseDotBias
+from cfcourse.optim import FusedRowAdagrad, RowAdagrad
+
+__all__ = ["fit_plain", "fit_sparse"]
 
 _OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
@@ -140,3 +157,94 @@ def fit_plain(
                 f"the loss became {losses[-1]} in epoch {epoch + 1}; lower the learning rate."
             )
     return losses
+
+
+_ROW_OPTIMIZERS = {"sparse_adam": torch.optim.SparseAdam, "row_adagrad": RowAdagrad,
+                   "fused_row_adagrad": FusedRowAdagrad}
+
+
+def fit_sparse(
+    model: SparseDotBias,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epochs: int = 20,
+    lr: float = 0.01,
+    bs: int = 1024,
+    reg: float = 0.1,
+    reg_bias: float = 0.01,
+    seed: int = 0,
+    pct_start: float = 0.25,
+    optimizer: str = "sparse_adam",
+    callback=None,
+) -> list[float]:
+    """Train with a row-sparse optimiser and a one-cycle schedule; return each epoch's loss.
+
+    Parameters
+    ----------
+    model : SparseDotBias
+        Embeddings must have ``sparse=True``.
+    x, y : Tensor
+        ``(n, 2)`` long indices and ``(n,)`` float ratings on the model's device.
+    epochs, lr, bs : int, float, int
+        Passes, peak learning rate, batch size. Larger batches need a larger ``lr``.
+    reg, reg_bias : float
+        L2 strength λ on factors and λ_b on biases, applied to looked-up rows.
+    seed : int
+        Seeds the shuffling, drawn on ``x``'s device (a CUDA permutation differs from
+        the CPU one for the same seed).
+    pct_start : float
+        Share of steps spent warming the learning rate up.
+    optimizer : {"sparse_adam", "row_adagrad", "fused_row_adagrad"}
+        ``torch.optim.SparseAdam`` (lazy Adam: two moments per weight, touched rows
+        only), :class:`RowAdagrad` (one number per row; cheaper per step), or
+        :class:`FusedRowAdagrad` (the same update as ``"row_adagrad"`` with hand-written
+        gradients instead of autograd; fastest, :class:`SparseDotBias` only).
+    callback : callable, optional
+        Called as ``callback(epoch, model)`` after each epoch (e.g. to time or validate).
+
+    Returns
+    -------
+    list of float
+        Mean squared error (without the penalty) of each epoch's batches.
+    """
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"x and y must be aligned and non-empty, got {len(x)} and {len(y)} rows.")
+    if optimizer not in _ROW_OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(_ROW_OPTIMIZERS)}, got {optimizer!r}.")
+    fused = optimizer == "fused_row_adagrad"
+    opt = FusedRowAdagrad(model, lr=lr) if fused else \
+        _ROW_OPTIMIZERS[optimizer](list(model.parameters()), lr=lr)
+    n = len(x)
+    steps = epochs * math.ceil(n / bs)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=steps, pct_start=pct_start, cycle_momentum=False)
+    # The shuffle runs where the data live: on a GPU no permutation is drawn on the
+    # CPU and copied over each epoch. On the CPU this is the same stream as before.
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    history = []
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=generator, device=x.device)
+        if fused:  # one shuffled copy per epoch; batches are slices of it
+            users, items, ys = x[order, 0], x[order, 1], y[order]
+        total = torch.zeros((), device=x.device)
+        for start in range(0, n, bs):
+            end = start + bs
+            if fused:
+                total += opt.train_step(users[start:end], items[start:end], ys[start:end],
+                                        reg, reg_bias)
+            else:
+                rows = order[start:end]
+                pred, penalty = model.forward_with_penalty(x[rows], reg, reg_bias)
+                mse = (pred - y[rows]).pow(2).mean()
+                opt.zero_grad(set_to_none=True)
+                (mse + penalty).backward()
+                opt.step()
+                total += mse.detach() * len(pred)
+            schedule.step()
+        history.append(total.item() / n)
+        if not math.isfinite(history[-1]):
+            raise FloatingPointError(f"the loss became {history[-1]} in epoch {epoch + 1}; "
+                                     "lower the learning rate.")
+        if callback is not None:
+            callback(epoch, model)
+    return history

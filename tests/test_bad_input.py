@@ -47,9 +47,9 @@ from cfcourse.data import (
     sources,
     validate_ratings,
 )
-from cfcourse.loaders import collab_dataloaders
+from cfcourse.fastai_glue import collab_dataloaders
 from cfcourse.metrics import linear_recovery_r2, rmse
-from cfcourse.models import DotProduct
+from cfcourse.models.dot_product import DotProduct
 from cfcourse.train import fit_plain
 
 GOOD = pd.DataFrame({"user": [1, 1, 2, 3], "item": [10, 20, 10, 30],

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cfcourse.baselines import BiasBaseline, GlobalMean
 from cfcourse.data import planted_ratings, random_split
 from cfcourse.metrics import rmse
+from cfcourse.models.baselines import BiasBaseline, GlobalMean
 
 # Four ratings; mu = (5 + 3 + 4 + 2) / 4 = 3.5.
 FOUR = pd.DataFrame({"user": [1, 1, 2, 3], "item": [10, 20, 10, 20],

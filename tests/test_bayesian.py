@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cfcourse.bayesian import BayesianMF, conditional
+from cfcourse.models.bayesian import BayesianMF, conditional
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import torch
 from cfcourse import distributed
 from cfcourse.data import planted_ratings, random_split, write_ratings_csv
 from cfcourse.distributed import epoch_batches, load_result, main, parse_args, shard
-from cfcourse.models import DotProductBias
+from cfcourse.models.dot_product import DotProductBias
 
 TINY = ["--epochs", "3", "--bs", "128", "--lr", "0.02", "--n-factors", "4"]
 

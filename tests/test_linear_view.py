@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from cfcourse.linear_view import (
+from cfcourse.models.dot_product import DotProduct, DotProductBias, DotProductBiasParams
+from cfcourse.models.linear_view import (
     LinearNetwork,
     LinearNetworkBias,
     from_dot_product,
@@ -14,7 +15,6 @@ from cfcourse.linear_view import (
     soft_impute,
     to_dot_product,
 )
-from cfcourse.models import DotProduct, DotProductBias, DotProductBiasParams
 from cfcourse.train import fit_plain
 
 X = torch.tensor([[0, 0], [1, 2], [2, 1], [0, 3], [2, 3]])  # (user, item) rows

@@ -4,9 +4,9 @@ import torch
 from fastai.collab import EmbeddingDotBias
 from fastai.layers import sigmoid_range as fastai_sigmoid_range
 
-from cfcourse.learner_utils import split_factors_biases
+from cfcourse.fastai_glue import split_factors_biases
 from cfcourse.metrics import align_linear, linear_recovery_r2, mae, rmse
-from cfcourse.models import (
+from cfcourse.models.dot_product import (
     DotProduct,
     DotProductBias,
     DotProductBiasParams,

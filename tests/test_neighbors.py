@@ -3,11 +3,11 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from cfcourse import neighbors
-from cfcourse.baselines import BiasBaseline, GlobalMean
+from cfcourse.models import neighbors
 from cfcourse.data import planted_ratings, random_split
 from cfcourse.metrics import rmse
-from cfcourse.neighbors import KNNRegressor, centred_cosine
+from cfcourse.models.baselines import BiasBaseline, GlobalMean
+from cfcourse.models.neighbors import KNNRegressor, centred_cosine
 
 # Four users x four films, 12 ratings summing to 36: mu = 3. With a GlobalMean
 # baseline the residuals z = r - 3 are

@@ -161,7 +161,7 @@ def test_fit_is_reproducible(data):
 
 
 def test_nn_unknown_fallback_uses_baseline_biases(data):
-    from cfcourse.baselines import BiasBaseline
+    from cfcourse.models.baselines import BiasBaseline
 
     model = cfcourse.fit(data[0], kind="nn", epochs=1, layers=[8], bs=512)
     base = BiasBaseline().fit(data[0])
@@ -236,7 +236,7 @@ def test_compiled_engine_learns_records_itself_and_round_trips(tmp_path, data):
 
 def test_compiled_engine_uses_its_own_lr_and_reg(data, monkeypatch):
     pytest.importorskip("numba")
-    from cfcourse import kernel
+    from cfcourse import compiled
     from cfcourse.recommender import COMPILED_DEFAULTS, DEFAULTS
 
     seen = {}
@@ -245,7 +245,7 @@ def test_compiled_engine_uses_its_own_lr_and_reg(data, monkeypatch):
         seen.update(kwargs)
         raise _Stop
 
-    monkeypatch.setattr(kernel, "fit_compiled", spy)
+    monkeypatch.setattr(compiled, "fit_compiled", spy)
     with pytest.raises(_Stop):
         cfcourse.fit(data[0], engine="compiled", order="shuffle")
     assert seen["lr"] == COMPILED_DEFAULTS["lr"] and seen["reg"] == COMPILED_DEFAULTS["reg"]
@@ -256,19 +256,19 @@ def test_compiled_engine_uses_its_own_lr_and_reg(data, monkeypatch):
 
 
 def test_auto_engine_picks_compiled_on_the_cpu_and_torch_otherwise(data, monkeypatch):
-    from cfcourse import kernel, recommender
+    from cfcourse import compiled, recommender
 
     def stop(*args, **kwargs):
         raise _Stop
 
     calls = []
     monkeypatch.setattr(recommender, "fit_sparse", lambda *a, **k: calls.append("torch") or stop())
-    monkeypatch.setattr(kernel, "fit_compiled", lambda *a, **k: calls.append("compiled") or stop())
-    monkeypatch.setattr(kernel, "available", lambda: True)
+    monkeypatch.setattr(compiled, "fit_compiled", lambda *a, **k: calls.append("compiled") or stop())
+    monkeypatch.setattr(compiled, "available", lambda: True)
     for device in ("cpu", "meta"):  # meta stands for any device but the CPU (a GPU)
         with pytest.raises(_Stop):
             cfcourse.fit(data[0], engine="auto", device=device)
-    monkeypatch.setattr(kernel, "available", lambda: False)  # numba missing
+    monkeypatch.setattr(compiled, "available", lambda: False)  # numba missing
     with pytest.raises(_Stop):
         cfcourse.fit(data[0], engine="auto", device="cpu")
     assert calls == ["compiled", "torch", "torch"]
@@ -294,9 +294,9 @@ def test_the_package_works_without_numba():
     code = (
         "import sys; sys.modules['numba'] = None\n"  # import numba fails from here on
         "import pandas as pd, cfcourse\n"
-        "from cfcourse import kernel\n"
+        "from cfcourse import compiled\n"
         "df = pd.DataFrame({'user': [1, 1, 2], 'item': [1, 2, 1], 'rating': [4.0, 3.0, 5.0]})\n"
-        "assert not kernel.available()\n"
+        "assert not compiled.available()\n"
         "assert cfcourse.fit(df, engine='auto', epochs=1, device='cpu').engine == 'torch'\n"
         "try:\n"
         "    cfcourse.fit(df, engine='compiled', epochs=1)\n"

@@ -4,8 +4,8 @@
 """
 
 from cfcourse.data.catalog import DATASETS
-from cfcourse.data.checks import IdIndex, validate_ratings
 from cfcourse.data.download import DownloadError, UnsafeArchiveError
+from cfcourse.data.encode import IdIndex
 from cfcourse.data.movielens import (
     MalformedFileError,
     load_items,
@@ -23,6 +23,7 @@ from cfcourse.data.pizza import (
 from cfcourse.data.sources import DataNotFoundError, cache_dir, locate
 from cfcourse.data.split import random_split
 from cfcourse.data.synthetic import ML25M_SHAPE, PlantedRatings, planted_ratings, write_ratings_csv
+from cfcourse.data.validate import validate_ratings
 
 __all__ = [
     "DATASETS",

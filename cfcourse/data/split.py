@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["random_split"]
+from cfcourse.data.validate import validate_ratings
+
+__all__ = ["per_user_holdout", "random_split"]
 
 
 def random_split(
@@ -38,3 +40,27 @@ def random_split(
     valid = df.iloc[order[:n_valid]].reset_index(drop=True)
     train = df.iloc[order[n_valid:]].reset_index(drop=True)
     return train, valid
+
+
+def per_user_holdout(ratings: pd.DataFrame, n_holdout: int = 10, min_ratings: int = 20,
+                     seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out ``n_holdout`` random ratings of every user who has ``min_ratings`` or more.
+
+    Users with fewer ratings stay entirely in training. Every tested user keeps at
+    least ``min_ratings - n_holdout`` ratings to learn from, and every tested user
+    weighs the same in the averages.
+
+    Returns
+    -------
+    (train, test) : tuple of DataFrame, index reset.
+    """
+    validate_ratings(ratings)
+    if not 0 < n_holdout < min_ratings:
+        raise ValueError(f"need 0 < n_holdout < min_ratings, got n_holdout={n_holdout} and "
+                         f"min_ratings={min_ratings}; a user must keep ratings to learn from.")
+    key = np.random.default_rng(seed).random(len(ratings))
+    users = ratings["user"].to_numpy()
+    order = pd.Series(key).groupby(users).rank(method="first").to_numpy()  # 1..n_u per user
+    count = ratings.groupby("user")["user"].transform("size").to_numpy()
+    test = (order <= n_holdout) & (count >= min_ratings)
+    return (ratings[~test].reset_index(drop=True), ratings[test].reset_index(drop=True))

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from cfcourse.meta_models import UNKNOWN, MetaNN, side_info
-from cfcourse.models import emb_sz_rule
+from cfcourse.models.neural import emb_sz_rule
+from cfcourse.models.side_info import UNKNOWN, MetaNN, side_info
 from cfcourse.train import fit_plain
 
 USERS = pd.DataFrame({"user": [10, 20, 30], "age": [20, 30, 40],

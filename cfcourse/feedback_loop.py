@@ -23,8 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cfcourse.data.synthetic import PlantedRatings
-from cfcourse.ranking import score_matrix
-from cfcourse.recommender import fit
+from cfcourse.recommender import fit, score_matrix
 
 __all__ = ["FeedbackRun", "gini", "simulate_feedback", "top_share"]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from cfcourse.dot_vs_mlp import DotWorld, dot_world, frame_tensors, rmse_to_truth
-from cfcourse.models import DotProduct
+from cfcourse.data.dot_world import DotWorld, dot_world, frame_tensors, rmse_to_truth
+from cfcourse.models.dot_product import DotProduct
 from cfcourse.train import fit_plain
 
 

@@ -1,9 +1,9 @@
 """The compiled CPU engine: row-wise Adagrad SGD, one rating at a time, compiled with numba.
 
-:func:`fit_compiled` trains a :class:`~cfcourse.sparse.SparseDotBias` with exactly the update
-of :class:`~cfcourse.sparse.FusedRowAdagrad` at batches of one rating (the same model, loss, L2
+:func:`fit_compiled` trains a :class:`~cfcourse.models.sparse_dot_bias.SparseDotBias` with exactly the update
+of :class:`~cfcourse.optim.FusedRowAdagrad` at batches of one rating (the same model, loss, L2
 on the looked-up rows, one Adagrad accumulator per row of each table, and the same one-cycle
-learning-rate schedule as :func:`~cfcourse.sparse.fit_sparse`), written as the plain SGD loop
+learning-rate schedule as :func:`~cfcourse.train.fit_sparse`), written as the plain SGD loop
 over ratings and compiled to machine code. No batch, no autograd, no temporary tensors: each
 rating reads two factor rows and two biases, and writes them back.
 
@@ -11,7 +11,7 @@ Visiting order is an explicit choice (``order=``), because on a CPU it decides t
 
 ``"shuffle"``
     A fresh random permutation each epoch (``torch.randperm`` from the seed, the stream
-    :func:`~cfcourse.sparse.fit_sparse` draws), read through an index array: every rating is a
+    :func:`~cfcourse.train.fit_sparse` draws), read through an index array: every rating is a
     random jump in memory.
 ``"shuffled_once"``
     The rating arrays are permuted physically once; every epoch reads them front to back in
@@ -40,7 +40,7 @@ numba is imported only when a kernel is first used, so :mod:`cfcourse` works wit
 Examples
 --------
 >>> import torch
->>> from cfcourse.sparse import SparseDotBias
+>>> from cfcourse.models.sparse_dot_bias import SparseDotBias
 >>> x = torch.tensor([[0, 0], [0, 1], [1, 1]]); y = torch.tensor([4.0, 3.0, 5.0])
 >>> model = SparseDotBias(n_users=2, n_items=2, n_factors=4, mean=4.0)
 >>> losses = fit_compiled(model, x, y, epochs=2, lr=0.05, order="by_user")  # doctest: +SKIP
@@ -54,7 +54,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from cfcourse.sparse import SparseDotBias
+from cfcourse.models.sparse_dot_bias import SparseDotBias
 
 __all__ = ["ORDERS", "available", "fit_compiled", "one_cycle_lr", "visiting_order"]
 
@@ -279,7 +279,7 @@ def fit_compiled(
 
     The update, loss, L2 and schedule are those of ``fit_sparse(model, x, y, bs=1,
     optimizer="fused_row_adagrad")``: with ``order="shuffle"``, ``threads=1`` and the same
-    seed, both give the same factors to float tolerance (``tests/test_kernel.py`` checks it).
+    seed, both give the same factors to float tolerance (``tests/test_compiled.py`` checks it).
     One step is one rating, so a good ``lr`` and ``reg`` differ from the minibatch path's:
     tune them for this engine.
 

@@ -12,8 +12,8 @@ from fastai.optimizer import OptimWrapper
 
 from cfcourse import env
 from cfcourse.data import planted_ratings, random_split
-from cfcourse.loaders import RowL2, TensorLoader, collab_dataloaders, tensor_dataloaders
-from cfcourse.sparse import SparseDotBias
+from cfcourse.fastai_glue import RowL2, TensorLoader, collab_dataloaders, tensor_dataloaders
+from cfcourse.models.sparse_dot_bias import SparseDotBias
 
 
 @pytest.fixture(scope="module")

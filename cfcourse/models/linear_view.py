@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cfcourse.models import INIT_STD, DotProduct, DotProductBias, sigmoid_range
+from cfcourse.models.dot_product import INIT_STD, DotProduct, DotProductBias, sigmoid_range
 
 __all__ = [
     "LinearNetwork", "LinearNetworkBias", "from_dot_product", "nuclear_norm",
@@ -51,7 +51,7 @@ class LinearNetwork(nn.Module):
 
     ``hidden.weight`` is :math:`P^\\top` (``n_factors x n_users``) and
     ``output.weight`` is :math:`Q` (``n_items x n_factors``). Given the same
-    factors it predicts exactly what :class:`~cfcourse.models.DotProduct` does,
+    factors it predicts exactly what :class:`~cfcourse.models.dot_product.DotProduct` does,
     at the price of a dense matrix product instead of a lookup.
 
     Examples
@@ -95,7 +95,7 @@ class LinearNetworkBias(LinearNetwork):
     layer's ordinary bias vector. The user bias is one more linear map of the
     one-hot input, :math:`b_u = b_\\text{user}^\\top x_u`, added to every output:
     a hidden unit whose outgoing weights are all frozen at 1. Given the same
-    weights it equals :class:`~cfcourse.models.DotProductBias`.
+    weights it equals :class:`~cfcourse.models.dot_product.DotProductBias`.
 
     Examples
     --------

@@ -11,15 +11,10 @@ import torch
 from torch import nn
 
 __all__ = [
-    "CollabNN",
-    "DotProduct",
-    "DotProductBias",
-    "DotProductBiasParams",
-    "create_params",
-    "emb_sz_rule",
-    "inverse_sigmoid_range",
-    "sigmoid_range",
+    "create_params", "DotProduct", "DotProductBias", "DotProductBiasParams", "embedding",
+    "INIT_STD", "inverse_sigmoid_range", "sigmoid_range", "squash",
 ]
+
 
 INIT_STD = 0.01  # small random factors: every prediction starts near the middle of y_range
 
@@ -45,13 +40,18 @@ def inverse_sigmoid_range(y: float, low: float, high: float) -> float:
     return float(torch.log(torch.tensor((y - low) / (high - y), dtype=torch.float64)))
 
 
-def _squash(x: torch.Tensor, y_range: tuple[float, float] | None) -> torch.Tensor:
+def squash(x: torch.Tensor, y_range: tuple[float, float] | None) -> torch.Tensor:
+    """:func:`sigmoid_range` into ``y_range``, or ``x`` unchanged when ``y_range`` is None."""
     return x if y_range is None else sigmoid_range(x, *y_range)
 
 
-def _embedding(n: int, n_factors: int) -> nn.Embedding:
-    emb = nn.Embedding(n, n_factors)
-    nn.init.normal_(emb.weight, std=INIT_STD)
+def embedding(n: int, width: int, std: float = INIT_STD, sparse: bool = False) -> nn.Embedding:
+    """The one embedding initialisation of the package: rows drawn from N(0, std²), or zeros.
+
+    ``sparse=True`` makes the table return sparse gradients (the row-wise optimisers' input).
+    """
+    emb = nn.Embedding(n, width, sparse=sparse)
+    nn.init.normal_(emb.weight, std=std) if std > 0 else nn.init.zeros_(emb.weight)
     return emb
 
 
@@ -79,14 +79,14 @@ class DotProduct(nn.Module):
     def __init__(self, n_users: int, n_items: int, n_factors: int = 50,
                  y_range: tuple[float, float] | None = None):
         super().__init__()
-        self.user_factors = _embedding(n_users, n_factors)
-        self.item_factors = _embedding(n_items, n_factors)
+        self.user_factors = embedding(n_users, n_factors)
+        self.item_factors = embedding(n_items, n_factors)
         self.y_range = y_range
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         users = self.user_factors(x[:, 0])  # (B, k)
         items = self.item_factors(x[:, 1])  # (B, k)
-        return _squash((users * items).sum(dim=1), self.y_range)  # (B,)
+        return squash((users * items).sum(dim=1), self.y_range)  # (B,)
 
 
 class DotProductBias(DotProduct):
@@ -101,14 +101,14 @@ class DotProductBias(DotProduct):
     def __init__(self, n_users: int, n_items: int, n_factors: int = 50,
                  y_range: tuple[float, float] | None = (0, 5.5)):
         super().__init__(n_users, n_items, n_factors, y_range)
-        self.user_bias = _embedding(n_users, 1)
-        self.item_bias = _embedding(n_items, 1)
+        self.user_bias = embedding(n_users, 1)
+        self.item_bias = embedding(n_items, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         users, items = x[:, 0], x[:, 1]
         dot = (self.user_factors(users) * self.item_factors(items)).sum(dim=1)  # (B,)
         bias = self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0]  # (B,)
-        return _squash(dot + bias, self.y_range)
+        return squash(dot + bias, self.y_range)
 
 
 class DotProductBiasParams(nn.Module):
@@ -152,45 +152,4 @@ class DotProductBiasParams(nn.Module):
         users, items = x[:, 0], x[:, 1]
         dot = (self.user_factors[users] * self.item_factors[items]).sum(dim=1)  # (B,)
         bias = self.user_bias[users] + self.item_bias[items]  # (B,)
-        return _squash(self.offset + bias + dot, self.y_range)
-
-
-def emb_sz_rule(n_categories: int) -> int:
-    """fastai's rule of thumb for an embedding's width: ``min(600, round(1.6 * n ** 0.56))``."""
-    return min(600, round(1.6 * n_categories**0.56))
-
-
-class CollabNN(nn.Module):
-    r"""A neural network on concatenated user and item embeddings.
-
-    .. math:: \hat r_{ui} = \sigma_{[a,b]}\big(\mathrm{MLP}([e_u ; e_i])\big)
-
-    Unlike the dot product, the embeddings may have different widths
-    (by default :func:`emb_sz_rule` of each vocabulary) and the network may learn
-    interactions a dot product cannot express.
-
-    Examples
-    --------
-    >>> model = CollabNN(n_users=10, n_items=20, layers=(8,))
-    >>> model(torch.tensor([[0, 1], [9, 19]])).shape
-    torch.Size([2])
-    """
-
-    def __init__(self, n_users: int, n_items: int, user_sz: int | None = None,
-                 item_sz: int | None = None, layers: tuple[int, ...] = (100,),
-                 dropout: float = 0.0, y_range: tuple[float, float] | None = (0, 5.5)):
-        super().__init__()
-        user_sz = user_sz or emb_sz_rule(n_users)
-        item_sz = item_sz or emb_sz_rule(n_items)
-        self.user_factors = _embedding(n_users, user_sz)
-        self.item_factors = _embedding(n_items, item_sz)
-        blocks, width = [], user_sz + item_sz
-        for size in layers:
-            blocks += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
-            width = size
-        self.layers = nn.Sequential(*blocks, nn.Linear(width, 1))
-        self.y_range = y_range
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        embs = torch.cat([self.user_factors(x[:, 0]), self.item_factors(x[:, 1])], dim=1)
-        return _squash(self.layers(embs)[:, 0], self.y_range)  # (B,)
+        return squash(self.offset + bias + dot, self.y_range)

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cfcourse.baselines import BiasBaseline, _check_fitted, _check_query
-from cfcourse.data.checks import IdIndex, validate_ratings
+from cfcourse.data.encode import IdIndex
+from cfcourse.data.validate import validate_ratings
+from cfcourse.models.baselines import BiasBaseline, _check_fitted, _check_query
 
 __all__ = ["KNNRegressor", "centred_cosine"]
 

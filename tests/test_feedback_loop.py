@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from cfcourse.data import planted_ratings
-from cfcourse.feedback import _measure, gini, simulate_feedback, top_share
+from cfcourse.feedback_loop import _measure, gini, simulate_feedback, top_share
 
 FIT = {"n_factors": 4, "epochs": 4, "bs": 128, "lr": 0.03}
 

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from cfcourse.sparse import FusedRowAdagrad, RowAdagrad, SparseDotBias, fit_sparse
+from cfcourse.models.sparse_dot_bias import SparseDotBias
+from cfcourse.optim import FusedRowAdagrad, RowAdagrad
+from cfcourse.train import fit_sparse
 
 
 def test_row_adagrad_by_hand():

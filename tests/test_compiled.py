@@ -1,4 +1,4 @@
-"""The compiled engine (cfcourse.kernel) against its oracle, FusedRowAdagrad at batches of one."""
+"""The compiled engine (cfcourse.compiled) against its oracle, FusedRowAdagrad at batches of one."""
 
 import math
 import sys
@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from cfcourse import kernel
-from cfcourse.kernel import ORDERS, one_cycle_lr, visiting_order
-from cfcourse.sparse import FusedRowAdagrad, SparseDotBias, fit_sparse
+from cfcourse import compiled
+from cfcourse.compiled import ORDERS, one_cycle_lr, visiting_order
+from cfcourse.models.sparse_dot_bias import SparseDotBias
+from cfcourse.optim import FusedRowAdagrad
+from cfcourse.train import fit_sparse
 
 
 def _problem(n_users=30, n_items=20, n=150, k=6, seed=0):
@@ -79,9 +81,9 @@ def test_visiting_order_rejects_an_unknown_order():
 
 def test_missing_numba_gives_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # import numba now raises ImportError
-    assert not kernel.available()
+    assert not compiled.available()
     with pytest.raises(ImportError, match="pip install 'numba>=0.61'"):
-        kernel._kernels.__wrapped__()
+        compiled._kernels.__wrapped__()
 
 
 # -- the compiled kernel -------------------------------------------------------------------------
@@ -95,7 +97,7 @@ def test_shuffle_on_one_thread_is_fit_sparse_at_bs1(numba):
     oracle = _twin(model)
     opts = {"epochs": 2, "lr": 0.05, "reg": 0.05, "reg_bias": 0.02, "seed": 3}
     h_torch = fit_sparse(oracle, x, y, bs=1, optimizer="fused_row_adagrad", **opts)
-    h_ours = kernel.fit_compiled(model, x, y, order="shuffle", threads=1, **opts)
+    h_ours = compiled.fit_compiled(model, x, y, order="shuffle", threads=1, **opts)
     _assert_same_model(model, oracle)
     assert np.allclose(h_ours, h_torch, rtol=1e-5), "the epoch losses should match too"
     assert h_ours[-1] < h_ours[0], "training should lower the loss"
@@ -106,7 +108,7 @@ def test_each_order_is_fused_row_adagrad_in_that_order(numba, order):
     model, x, y = _problem(seed=1)
     oracle = _twin(model)
     epochs, lr, reg, reg_bias = 2, 0.05, 0.03, 0.01
-    kernel.fit_compiled(model, x, y, epochs=epochs, lr=lr, reg=reg, reg_bias=reg_bias, seed=5,
+    compiled.fit_compiled(model, x, y, epochs=epochs, lr=lr, reg=reg, reg_bias=reg_bias, seed=5,
                         order=order, threads=1)
     opt = FusedRowAdagrad(oracle, lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(y),
@@ -128,7 +130,7 @@ def test_the_kernel_visits_each_rating_once_per_epoch(numba, threads):
         model.item_factors.weight.zero_()
     expected = float(((float(model.mean) - y.double()) ** 2).sum())
     for order in ORDERS:
-        history = kernel.fit_compiled(model, x, y, epochs=2, lr=1e-9, order=order,
+        history = compiled.fit_compiled(model, x, y, epochs=2, lr=1e-9, order=order,
                                       threads=threads)
         assert np.allclose(np.array(history) * len(y), expected, rtol=1e-5), (
             f"{order}, {threads} thread(s): the summed squared error of an epoch is not the sum "
@@ -139,7 +141,7 @@ def test_one_thread_and_a_seed_reproduce_to_the_bit(numba):
     runs = []
     for _ in range(2):
         model, x, y = _problem(seed=2)
-        kernel.fit_compiled(model, x, y, epochs=2, seed=7, order="by_user", threads=1)
+        compiled.fit_compiled(model, x, y, epochs=2, seed=7, order="by_user", threads=1)
         runs.append(model.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(runs[0].values(), runs[1].values())), (
         "with one thread and a seed the result should be identical")
@@ -161,7 +163,7 @@ def test_threads_reach_a_similar_held_out_error(numba):
         for order in ("shuffle", "by_user"):
             torch.manual_seed(0)
             model = SparseDotBias(300, 150, 8, mean=float(y.mean()), y_range=(0.5, 5.0))
-            kernel.fit_compiled(model, x, y, epochs=8, lr=0.05, reg=0.02, order=order,
+            compiled.fit_compiled(model, x, y, epochs=8, lr=0.05, reg=0.02, order=order,
                                 threads=threads)
             errors[threads, order] = float(((model.predict(xv) - yv) ** 2).mean().sqrt())
     baseline = float(((yv - y.mean()) ** 2).mean().sqrt())
@@ -188,17 +190,17 @@ def test_bad_arguments_are_refused(numba, bad, match):
     model, x, y = _problem()
     before = model.state_dict()["user_factors.weight"].clone()
     with pytest.raises(ValueError, match=match):
-        kernel.fit_compiled(model, x, y, **bad)
+        compiled.fit_compiled(model, x, y, **bad)
     assert torch.equal(model.user_factors.weight, before), "a refused call must not train"
 
 
 def test_bad_data_is_refused(numba):
     model, x, y = _problem()
     with pytest.raises(ValueError, match=r"item indices must lie in \[0, 20\)"):
-        kernel.fit_compiled(model, torch.tensor([[0, 20]]), torch.tensor([3.0]))
+        compiled.fit_compiled(model, torch.tensor([[0, 20]]), torch.tensor([3.0]))
     with pytest.raises(ValueError, match="aligned with y"):
-        kernel.fit_compiled(model, x, y[:-1])
+        compiled.fit_compiled(model, x, y[:-1])
     with pytest.raises(ValueError, match="ratings must be finite"):
-        kernel.fit_compiled(model, x[:1], torch.tensor([float("inf")]))
+        compiled.fit_compiled(model, x[:1], torch.tensor([float("inf")]))
     with pytest.raises(TypeError, match="trains a SparseDotBias"):
-        kernel.fit_compiled(torch.nn.Linear(2, 1), x, y)
+        compiled.fit_compiled(torch.nn.Linear(2, 1), x, y)

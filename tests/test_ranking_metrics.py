@@ -10,18 +10,16 @@ import torch
 
 import cfcourse
 from cfcourse.data import planted_ratings
-from cfcourse.ranking import (
+from cfcourse.data.interactions import implicit_feedback
+from cfcourse.data.split import per_user_holdout
+from cfcourse.metrics import (
     evaluate_ranking,
-    implicit_feedback,
     ndcg_at_k,
-    per_user_holdout,
-    popularity_scores,
     precision_at_k,
     recall_at_k,
     relevant_items,
-    score_matrix,
-    top_k,
 )
+from cfcourse.recommender import popularity_scores, score_matrix, top_k
 
 LOG3 = np.log2(3)  # the discount of rank 2 is 1 / log2(3)
 

@@ -24,7 +24,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cfcourse.models import INIT_STD, emb_sz_rule, sigmoid_range
+from cfcourse.models.dot_product import embedding, sigmoid_range
+from cfcourse.models.neural import emb_sz_rule, mlp
 
 __all__ = ["UNKNOWN", "MetaNN", "SideInfo", "side_info"]
 
@@ -167,11 +168,6 @@ def side_info(user_ids, item_ids, users: pd.DataFrame, items: pd.DataFrame,
         occupation_names=list(occupation_names), age_mean=age_mean, age_std=age_std)
 
 
-def _embedding(n: int, width: int) -> nn.Embedding:
-    emb = nn.Embedding(n, width)
-    nn.init.normal_(emb.weight, std=INIT_STD)
-    return emb
-
 
 class MetaNN(nn.Module):
     r"""An MLP on user and item embeddings plus their metadata.
@@ -209,18 +205,14 @@ class MetaNN(nn.Module):
         width = len(side.genre_names) + emb_sz_rule(n_jobs) + emb_sz_rule(n_genders) + 1
         if use_ids:
             user_sz, item_sz = user_sz or emb_sz_rule(n_users), item_sz or emb_sz_rule(n_items)
-            self.user_factors = _embedding(n_users, user_sz)
-            self.item_factors = _embedding(n_items, item_sz)
+            self.user_factors = embedding(n_users, user_sz)
+            self.item_factors = embedding(n_items, item_sz)
             width += user_sz + item_sz
-        self.occupation_factors = _embedding(n_jobs, emb_sz_rule(n_jobs))
-        self.gender_factors = _embedding(n_genders, emb_sz_rule(n_genders))
+        self.occupation_factors = embedding(n_jobs, emb_sz_rule(n_jobs))
+        self.gender_factors = embedding(n_genders, emb_sz_rule(n_genders))
         for name in ("genres", "age", "gender", "occupation"):
             self.register_buffer(name, getattr(side, name).clone())
-        blocks = []
-        for size in layers:
-            blocks += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
-            width = size
-        self.layers = nn.Sequential(*blocks, nn.Linear(width, 1))
+        self.layers = mlp(width, layers, dropout)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The MLP's input for a batch of ``(user, item)`` rows: ``(B, width)``."""

@@ -10,9 +10,8 @@ from fastai.losses import MSELossFlat
 from torch import nn
 
 from cfcourse.data import planted_ratings, random_split
-from cfcourse.learner_utils import fit_recording, split_factors_biases, valid_rmse
-from cfcourse.loaders import collab_dataloaders
-from cfcourse.models import DotProduct, DotProductBias, DotProductBiasParams
+from cfcourse.fastai_glue import collab_dataloaders, fit_recording, split_factors_biases, valid_rmse
+from cfcourse.models.dot_product import DotProduct, DotProductBias, DotProductBiasParams
 
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 

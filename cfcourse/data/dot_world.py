@@ -1,6 +1,6 @@
 """Can an MLP learn a dot product? A world whose ratings come from one, with the truth kept.
 
-A network on concatenated embeddings (:class:`cfcourse.models.CollabNN`) can in
+A network on concatenated embeddings (:class:`cfcourse.models.neural.CollabNN`) can in
 principle approximate any function of a user and an item, the dot product
 included. Rendle et al. (2020, *Neural Collaborative Filtering vs. Matrix
 Factorization Revisited*) showed that *learning* a dot product that way

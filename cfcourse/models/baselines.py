@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cfcourse.data.checks import IdIndex, validate_ratings
+from cfcourse.data.encode import IdIndex
+from cfcourse.data.validate import validate_ratings
 
 __all__ = ["BiasBaseline", "GlobalMean"]
 

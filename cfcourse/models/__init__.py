@@ -1,0 +1,27 @@
+"""Every model of the course, one file per family.
+
+- :mod:`~cfcourse.models.baselines`: the global mean and the user/item bias model (NumPy).
+- :mod:`~cfcourse.models.neighbors`: user and item k-nearest neighbours on sparse matrices.
+- :mod:`~cfcourse.models.dot_product`: ``DotProduct`` and ``DotProductBias`` (chapters 1-5) and
+  the package's one embedding initialisation.
+- :mod:`~cfcourse.models.sparse_dot_bias`: ``SparseDotBias``, the model :func:`cfcourse.fit`
+  trains (row-sparse gradients).
+- :mod:`~cfcourse.models.neural`: ``CollabNN`` (embeddings into an MLP) and the MLP builder.
+- :mod:`~cfcourse.models.side_info`: ``MetaNN``, an MLP that also reads genres and demographics.
+- :mod:`~cfcourse.models.linear_view`: matrix factorisation as a two-layer linear network,
+  nuclear norm and Soft-Impute.
+- :mod:`~cfcourse.models.bayesian`: ``BayesianMF``, biased MF averaged over its posterior.
+
+The PyTorch modules most chapters use are importable from here directly.
+"""
+
+from cfcourse.models.dot_product import (
+    INIT_STD, DotProduct, DotProductBias, DotProductBiasParams, embedding, sigmoid_range,
+)
+from cfcourse.models.neural import CollabNN, emb_sz_rule
+from cfcourse.models.sparse_dot_bias import SparseDotBias
+
+__all__ = [
+    "INIT_STD", "CollabNN", "DotProduct", "DotProductBias", "DotProductBiasParams",
+    "SparseDotBias", "embedding", "emb_sz_rule", "sigmoid_range",
+]
