@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
+import importlib
 import os
 import platform
 import re
@@ -526,6 +528,17 @@ TITLES = {"tune": "How cfcourse.fit's DEFAULTS were chosen",
           "throughput": "Training throughput at ML-25M's size (CPU)",
           "loading": "Loading 25 M ratings",
           "gpu": "GPU: seconds per 25 M-row epoch"}
+# Sections that live in their own file, benchmarks/bench_<name>.py: each defines TITLE, run()
+# returning the section's markdown lines, and SIZED = True when run() takes n_ratings.
+PLUGINS = ("cornac", "implicit", "retrieval")
+SIZED = {"throughput", "loading", "gpu"}
+sys.path.insert(0, str(HERE))
+for _name in PLUGINS:
+    if (HERE / f"bench_{_name}.py").is_file():
+        _module = importlib.import_module(f"bench_{_name}")
+        SECTIONS[_name], TITLES[_name] = _module.run, _module.TITLE
+        if getattr(_module, "SIZED", False):
+            SIZED.add(_name)
 
 
 def _steal_ticks() -> int:
@@ -545,8 +558,7 @@ def main() -> None:
     parser.add_argument("--section", choices=list(SECTIONS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.section:  # child process: run one section, print its body
-        kwargs = {"n_ratings": args.ratings} if args.section in ("throughput", "loading",
-                                                                  "gpu") else {}
+        kwargs = {"n_ratings": args.ratings} if args.section in SIZED else {}
         print("\n".join(SECTIONS[args.section](**kwargs)), flush=True)
         return
     command = "python benchmarks/bench.py " + " ".join(sys.argv[1:])
@@ -569,8 +581,11 @@ def main() -> None:
             body += ["", f"(The hypervisor gave {stolen:.0f} CPU-seconds to other machines "
                      "during this section; its times are inflated by that.)"]
         print("\n".join(body), flush=True)
-        sections[TITLES[name]] = [stamp.replace("{load}", start_load), "", *body]
-        _write_sections(Path(args.out), sections)  # after each section: a crash loses nothing
+        with open(str(args.out) + ".lock", "w") as lock:  # two runs at once lose nothing
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            sections = _read_sections(Path(args.out))
+            sections[TITLES[name]] = [stamp.replace("{load}", start_load), "", *body]
+            _write_sections(Path(args.out), sections)  # after each section: a crash loses nothing
     print(f"wrote {args.out}")
 
 
