@@ -25,6 +25,8 @@ COLAB_EXTRAS := "torchvision==0.26.*" ipykernel
 WHEELHOUSE := $(SIM)/wheelhouse
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.filled
 FIRST_CELL_PACKAGES := pyspark
+# ... and what Colab does not preinstall at all (chapters 11 and 12), at the versions measured here.
+FIRST_CELL_EXTRAS := implicit==0.7.3 faiss-cpu==1.15.1
 empty :=
 space := $(empty) $(empty)
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
@@ -60,10 +62,11 @@ $(COLAB_STAMP): $(COLAB_LIST)
 	touch $@
 
 # pyspark is an sdist on PyPI: `pip wheel` builds its wheel once (and fetches py4j's).
-$(WHEELHOUSE_STAMP): $(COLAB_LIST) | $(COLAB_STAMP)
+$(WHEELHOUSE_STAMP): $(COLAB_LIST) Makefile | $(COLAB_STAMP)
 	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
 	$(COLAB_VENV)/bin/python -m pip wheel -q -w $(WHEELHOUSE) \
-	  $$(grep -E '^($(subst $(space),|,$(FIRST_CELL_PACKAGES)))==' $(COLAB_LIST))
+	  $$(grep -E '^($(subst $(space),|,$(FIRST_CELL_PACKAGES)))==' $(COLAB_LIST)) \
+	  $(FIRST_CELL_EXTRAS)
 	touch $@
 
 colab-venv: $(COLAB_STAMP) $(WHEELHOUSE_STAMP)

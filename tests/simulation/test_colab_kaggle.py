@@ -48,7 +48,9 @@ WHEELHOUSE = SIM / "wheelhouse"
 KERNEL = "cfcourse-simulated"
 CELL_TIMEOUT_S = 600
 # What a first cell may add to the environment; nothing already there may change version.
-FIRST_CELL_INSTALLS = {"cfcourse", "pyspark", "py4j"}
+# implicit (chapter 11) and faiss-cpu (chapter 12) are not on Colab; threadpoolctl comes with
+# implicit here, while real Colab already has it (scikit-learn's dependency).
+FIRST_CELL_INSTALLS = {"cfcourse", "pyspark", "py4j", "implicit", "faiss-cpu", "threadpoolctl"}
 
 
 # -- the chapters -----------------------------------------------------------------------------
