@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         def _(kind=kind, opts=opts):
             with scale_set(gpu_scale):
                 start = time.perf_counter()
-                model = cfcourse.fit(train, kind=kind, seed=0, **opts)
+                model = cfcourse.fit(train, kind=kind, random_state=0, **opts)
                 if real:
                     torch.cuda.synchronize()
                 seconds = time.perf_counter() - start

@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 from cfcourse.data.validate import validate_ratings
-from cfcourse.models.sparse_dot_bias import SparseDotBias
 from cfcourse.recommender import Recommender
 
 __all__ = ["AGE_EDGES", "MetadataRidge", "embedding_table", "item_features",
@@ -83,13 +82,12 @@ def embedding_table(model: Recommender, side: str = "user") -> pd.DataFrame:
     """The learned ``bias, f0..f{k-1}`` of every user (or item), indexed by raw id."""
     if side not in ("user", "item"):
         raise ValueError(f"side must be 'user' or 'item', got {side!r}.")
-    net = model.model
-    if not isinstance(net, SparseDotBias):
+    if model.kind != "dot_bias":
         raise TypeError(f"needs a kind='dot_bias' model, got kind={model.kind!r}.")
-    bias = getattr(net, f"{side}_bias").weight.detach().cpu().numpy()  # (n, 1)
-    factors = getattr(net, f"{side}_factors").weight.detach().cpu().numpy()  # (n, k)
+    bias = getattr(model, f"{side}_bias_")[:, None]  # (n, 1)
+    factors = getattr(model, f"{side}_factors_")  # (n, k)
     columns = ["bias"] + [f"f{j}" for j in range(factors.shape[1])]
-    ids = (model.users if side == "user" else model.items).ids_
+    ids = (model.users_ if side == "user" else model.items_).ids_
     return pd.DataFrame(np.hstack([bias, factors]), columns=columns,
                         index=pd.Index(ids, name=side))
 
@@ -205,7 +203,7 @@ def predict_with_vectors(model: Recommender, pairs: pd.DataFrame,
     if u.shape[1] != i.shape[1]:
         raise ValueError(f"user vectors have {u.shape[1]} columns, item vectors {i.shape[1]}; "
                          "both need bias plus the model's factors.")
-    mean = float(model.model.mean)
+    mean = model.global_mean_
     scores = mean + u[:, 0] + i[:, 0] + np.einsum("nk,nk->n", u[:, 1:], i[:, 1:])
-    low, high = model.options["_range"]
+    low, high = model.rating_range_
     return np.clip(scores, low, high)

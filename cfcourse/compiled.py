@@ -129,23 +129,23 @@ def _make_epoch(parallel: bool):
                 u = users[j]
                 i = items[j]
                 rate = _one_cycle_jit(step0 + p, lr, pct_start, total_steps)
-                dot = np.float32(0.0)
-                for f in range(k):
-                    dot += wu[u, f] * wi[i, f]
+                dot = np.float32(0.0)  # p·q, and the squared norms |p|², |q|²
+                pp = np.float32(0.0)
+                qq = np.float32(0.0)
+                for f in range(k):  # one pass reads both rows
+                    pf = wu[u, f]
+                    qf = wi[i, f]
+                    dot += pf * qf
+                    pp += pf * pf
+                    qq += qf * qf
                 err = dot + bu[u] + bi[i] + mean - ratings[j]
                 sse += err * err
                 e = two * err  # d(err²)/d(pred); batch of one, so no 1/B
-                gu2 = np.float32(0.0)
-                gi2 = np.float32(0.0)
-                for f in range(k):  # Adagrad's row statistic: mean squared gradient of the row
-                    pf = wu[u, f]
-                    qf = wi[i, f]
-                    gu = e * qf + reg2 * pf
-                    gi = e * pf + reg2 * qf
-                    gu2 += gu * gu
-                    gi2 += gi * gi
-                au[u] += gu2 * inv_k
-                ai[i] += gi2 * inv_k
+                # Adagrad's row statistic, the mean squared gradient of the row, without a
+                # second pass: |e q + λ2 p|² = e²|q|² + 2 e λ2 (p·q) + λ2²|p|²
+                cross = two * e * reg2 * dot
+                au[u] += (e * e * qq + cross + reg2 * reg2 * pp) * inv_k
+                ai[i] += (e * e * pp + cross + reg2 * reg2 * qq) * inv_k
                 su = np.float32(rate / (math.sqrt(au[u]) + eps))
                 si = np.float32(rate / (math.sqrt(ai[i]) + eps))
                 for f in range(k):  # both rows from their values before this rating's step

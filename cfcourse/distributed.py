@@ -47,6 +47,7 @@ from torch.nn.parallel import DistributedDataParallel
 from cfcourse.data import IdIndex, load_movielens, random_split
 from cfcourse.metrics import rmse
 from cfcourse.models.dot_product import DotProductBias
+from cfcourse.train import _mean_square, _run_epochs
 
 __all__ = ["epoch_batches", "load_result", "main", "parse_args", "shard", "train_epochs"]
 
@@ -109,23 +110,29 @@ def train_epochs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int
     ``model`` is the plain model without a process group and the DDP-wrapped one
     in a group (DDP then averages the gradients inside ``backward``). ``wd`` is an L2
     penalty added to the gradient by Adam, after the averaging, on every rank alike.
+    The loop is :mod:`cfcourse.train`'s; an epoch whose all-reduced loss is not finite
+    (or explodes) raises ``FloatingPointError`` on every rank, naming ``lr``.
     """
     steps = len(x) // global_bs
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps)
-    losses = []
-    for epoch in range(epochs):
-        total = torch.zeros((), device=x.device)
-        for batch in epoch_batches(len(x), global_bs, epoch, seed):
-            rows = shard(batch, rank, world_size).to(x.device)  # (global_bs / W,)
-            loss = nn.functional.mse_loss(model(x[rows]), y[rows])
-            opt.zero_grad()
-            loss.backward()  # under DDP: all-reduce of every gradient happens here
-            opt.step()
-            schedule.step()
-            total += loss.detach() * len(rows)
-        losses.append(_epoch_loss(total, steps * global_bs // world_size, world_size))
-    return losses
+
+    def step(batch: torch.Tensor) -> torch.Tensor:
+        rows = shard(batch, rank, world_size).to(x.device)  # (global_bs / W,)
+        loss = nn.functional.mse_loss(model(x[rows]), y[rows])
+        opt.zero_grad()
+        loss.backward()  # under DDP: all-reduce of every gradient happens here
+        opt.step()
+        return loss.detach() * len(rows)
+
+    # The loop of cfcourse.train, over this epoch's full global batches. The epoch loss is
+    # all-reduced before the divergence check, so every rank stops together (a rank that
+    # raised alone would leave the others waiting in the next all-reduce).
+    return _run_epochs(
+        epochs, lambda epoch: epoch_batches(len(x), global_bs, epoch, seed).view(-1),
+        global_bs, step, lr, schedule=schedule, scale=_mean_square(y),
+        total=lambda: torch.zeros((), device=x.device),
+        epoch_loss=lambda total: _epoch_loss(total, steps * global_bs // world_size, world_size))
 
 
 def _read_ratings(data: str) -> pd.DataFrame:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cfcourse.data.synthetic import PlantedRatings
-from cfcourse.recommender import fit, score_matrix
+from cfcourse.recommender import fit
 
 __all__ = ["FeedbackRun", "gini", "simulate_feedback", "top_share"]
 
@@ -81,15 +81,12 @@ def _world_scores(world: PlantedRatings, ratings: pd.DataFrame, fit_options: dic
 
     Users or films without a rating yet get the model's fallback, mean plus known bias.
     """
-    model = fit(ratings, seed=seed, **fit_options)
+    model = fit(ratings, random_state=seed, **fit_options)
     n_users, n_items = len(world.user_bias), len(world.item_bias)
-    known = score_matrix(model)  # (U_known, I_known)
-    mean = float(model.model.mean)
-    # .cpu() before .numpy(): the model may live on a GPU
-    b_u = model.model.user_bias.weight.detach().cpu().numpy()[:, 0]
-    b_i = model.model.item_bias.weight.detach().cpu().numpy()[:, 0]
-    users = model.users.ids_.astype(np.int64) - 1  # planted ids start at 1
-    items = model.items.ids_.astype(np.int64) - 1
+    known = model.score_matrix()  # (U_known, I_known)
+    mean, b_u, b_i = model.global_mean_, model.user_bias_, model.item_bias_
+    users = model.users_.ids_.astype(np.int64) - 1  # planted ids start at 1
+    items = model.items_.ids_.astype(np.int64) - 1
     scores = np.full((n_users, n_items), mean)
     scores[users, :] += b_u[:, None]
     scores[:, items] += b_i[None, :]

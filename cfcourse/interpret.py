@@ -19,28 +19,22 @@ import numpy as np
 import pandas as pd
 
 from cfcourse.data.validate import validate_ratings
-from cfcourse.models.sparse_dot_bias import SparseDotBias
 from cfcourse.recommender import Recommender
 
 __all__ = ["axis_ends", "bias_table", "explain_prediction", "pca_items"]
 
 
-def _net(model: Recommender) -> SparseDotBias:
-    """The model's torch module, checked to hold biases and factors."""
-    if not isinstance(model.model, SparseDotBias):
+def _check_dot_bias(model: Recommender) -> None:
+    """Reading biases and factors needs the biased dot-product model."""
+    if model.kind != "dot_bias":
         raise TypeError(f"reading biases and factors needs a kind='dot_bias' model, "
-                         f"got kind={model.kind!r}.")
-    return model.model
-
-
-def _weights(embedding) -> np.ndarray:
-    return embedding.weight.detach().cpu().numpy()
+                        f"got kind={model.kind!r}.")
 
 
 def _title(model: Recommender, item) -> str:
     """The film's title when the model knows it, else its id as text."""
     key = int(item) if isinstance(item, (int, np.integer)) else item
-    return model.titles.get(key, str(item))
+    return model.titles_.get(key, str(item))
 
 
 def _titles(model: Recommender, ids) -> list[str]:
@@ -70,10 +64,11 @@ def bias_table(model: Recommender, ratings: pd.DataFrame, min_ratings: int = 1) 
     >>> bias_table(model, train, min_ratings=300).head(3)  # doctest: +SKIP
     """
     validate_ratings(ratings)
-    item_bias = _weights(_net(model).item_bias)[:, 0]
+    _check_dot_bias(model)
+    item_bias = model.item_bias_
     stats = ratings.groupby("item")["rating"].agg(n_ratings="size", mean_rating="mean")
     stats = stats[stats["n_ratings"] >= min_ratings]
-    known = model.items.known(stats.index.to_numpy())
+    known = model.items_.known(stats.index.to_numpy())
     if not known.all():
         first = stats.index[~known][0]
         raise KeyError(f"item {first} is in ratings but not in the model; pass the frame "
@@ -81,7 +76,7 @@ def bias_table(model: Recommender, ratings: pd.DataFrame, min_ratings: int = 1) 
     table = stats.reset_index()
     table.insert(1, "title", _titles(model, table["item"]))
     table["mean_rating"] = table["mean_rating"].astype(float)
-    table["bias"] = item_bias[model.items.encode(table["item"].to_numpy())].astype(float)
+    table["bias"] = item_bias[model.items_.encode(table["item"].to_numpy())].astype(float)
     return table.sort_values(["n_ratings", "item"], ascending=[False, True],
                              ignore_index=True)
 
@@ -101,11 +96,12 @@ def pca_items(model: Recommender, items: Sequence,
     the centred vectors' variance each component explains, shape ``(C,)``.
     """
     items = np.asarray(items)
-    n_factors = _net(model).item_factors.weight.shape[1]
+    _check_dot_bias(model)
+    n_factors = model.item_factors_.shape[1]
     if len(items) < 2 or not 1 <= n_components <= min(len(items), n_factors):
         raise ValueError(f"need at least 2 items and 1 <= n_components <= min(items, factors), "
                          f"got {len(items)} items and n_components={n_components}.")
-    vectors = _weights(_net(model).item_factors)[model.items.encode(items)]  # (n, k)
+    vectors = model.item_factors_[model.items_.encode(items)]  # (n, k)
     centred = vectors - vectors.mean(axis=0)
     _, singular, vt = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
     coords = centred @ vt[:n_components].T  # (n, C)
@@ -135,14 +131,14 @@ def explain_prediction(model: Recommender, user, item) -> pd.Series:
     ``taste`` is the dot product :math:`p_u \\cdot q_i`; ``total`` is their sum,
     before clipping to the star range (``model.predict`` clips it).
     """
-    net = _net(model)
-    u = int(model.users.encode([user])[0])
-    i = int(model.items.encode([item])[0])
+    _check_dot_bias(model)
+    u = int(model.users_.encode([user])[0])
+    i = int(model.items_.encode([item])[0])
     parts = {
-        "mean": float(net.mean),
-        "user_bias": float(_weights(net.user_bias)[u, 0]),
-        "item_bias": float(_weights(net.item_bias)[i, 0]),
-        "taste": float(_weights(net.user_factors)[u] @ _weights(net.item_factors)[i]),
+        "mean": model.global_mean_,
+        "user_bias": float(model.user_bias_[u]),
+        "item_bias": float(model.item_bias_[i]),
+        "taste": float(model.user_factors_[u] @ model.item_factors_[i]),
     }
     parts["total"] = sum(parts.values())
     return pd.Series(parts, name=_title(model, item))

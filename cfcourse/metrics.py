@@ -191,3 +191,106 @@ def evaluate_ranking(lists: Mapping, test: pd.DataFrame, k: int = 10,
     skipped = test["user"].nunique() - len(relevant)
     return pd.Series({"precision": mean[0], "recall": mean[1], "ndcg": mean[2],
                       "users": len(relevant), "skipped": skipped})
+
+
+# --- Top-k lists beyond accuracy, and sampled metrics (chapter 11) -------------------------
+__all__ += ["catalogue_coverage", "full_rank", "popular_share", "sampled_hit_rate",
+            "sampled_rank"]
+
+
+def catalogue_coverage(lists: Mapping, n_items: int) -> float:
+    """Share of the catalogue's ``n_items`` that appear in at least one list.
+
+    >>> catalogue_coverage({1: ["a", "b"], 2: ["a", "c"]}, n_items=6)
+    0.5
+    """
+    if n_items < 1:
+        raise ValueError(f"n_items must be at least 1, got {n_items!r}.")
+    shown = set().union(*map(set, lists.values())) if lists else set()
+    return len(shown) / n_items
+
+
+def popular_share(lists: Mapping, train: pd.DataFrame, top: float = 0.1) -> float:
+    """Share of recommended slots that go to the ``top`` most popular items of ``train``.
+
+    Popularity = number of training interactions; ties at the cut are broken by item id.
+
+    >>> train = pd.DataFrame({"user": [1, 2, 3, 1], "item": ["a", "a", "a", "b"]})
+    >>> popular_share({1: ["a", "c"], 2: ["b", "c"]}, train, top=0.5)  # top half = {a}
+    0.25
+    """
+    if not 0 < top <= 1:
+        raise ValueError(f"top is a share of the catalogue in (0, 1], got {top!r}.")
+    counts = train["item"].value_counts().sort_index(kind="stable")
+    counts = counts.sort_values(ascending=False, kind="stable")
+    head = set(counts.index[:max(1, round(len(counts) * top))])
+    slots = [item for items in lists.values() for item in items]
+    if not slots:
+        raise ValueError("the lists are empty; there is nothing to measure.")
+    return sum(item in head for item in slots) / len(slots)
+
+
+def _excluded_row(exclude, row: int, n_items: int) -> np.ndarray:
+    if exclude is None:
+        return np.zeros(n_items, dtype=bool)
+    line = exclude[row]
+    line = line.toarray().ravel() if hasattr(line, "toarray") else np.asarray(line).ravel()
+    return line.astype(bool)
+
+
+def full_rank(scores: np.ndarray, positive: np.ndarray, exclude=None) -> np.ndarray:
+    """0-based rank of each row's ``positive`` column among all items not in ``exclude``.
+
+    Ties count against the positive (an item scored equal is ranked above it); a positive of
+    ``-1`` (an item the model never saw) gets rank ``n_items``, a miss at every ``k``.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive)
+    ranks = np.full(len(positive), scores.shape[1])
+    for row, pos in enumerate(positive):
+        if pos < 0:
+            continue
+        keep = ~_excluded_row(exclude, row, scores.shape[1])
+        keep[pos] = False
+        ranks[row] = int((scores[row, keep] >= scores[row, pos]).sum())
+    return ranks
+
+
+def sampled_rank(scores: np.ndarray, positive: np.ndarray, exclude=None,
+                 n_negatives: int = 100, seed: int = 0) -> np.ndarray:
+    """0-based rank of ``positive`` among ``n_negatives`` items drawn uniformly per row.
+
+    The protocol of the NCF papers: the held-out item competes with 100 random items the
+    user has not interacted with, instead of with the whole catalogue. Negatives are drawn
+    without replacement from items neither in ``exclude`` (the training items) nor the positive.
+    Ties count against the positive, as in :func:`full_rank`.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive)
+    rng = np.random.default_rng(seed)
+    ranks = np.full(len(positive), n_negatives)
+    for row, pos in enumerate(positive):
+        allowed = ~_excluded_row(exclude, row, scores.shape[1])
+        if pos >= 0:
+            allowed[pos] = False
+        candidates = np.flatnonzero(allowed)
+        if len(candidates) < n_negatives:
+            raise ValueError(f"row {row} has only {len(candidates)} items to draw "
+                             f"{n_negatives} negatives from; lower n_negatives.")
+        negatives = rng.choice(candidates, n_negatives, replace=False)
+        if pos >= 0:
+            ranks[row] = int((scores[row, negatives] >= scores[row, pos]).sum())
+    return ranks
+
+
+def sampled_hit_rate(scores: np.ndarray, positive: np.ndarray, exclude=None, k: int = 10,
+                     n_negatives: int = 100, seed: int = 0) -> float:
+    """HR@k against sampled negatives: share of rows whose positive ranks in the top ``k``
+    of itself plus ``n_negatives`` random items (see :func:`sampled_rank`).
+
+    >>> scores = np.array([[0.9, 0.1, 0.2, 0.3], [0.1, 0.9, 0.8, 0.7]])
+    >>> sampled_hit_rate(scores, positive=[0, 0], k=1, n_negatives=3)
+    0.5
+    """
+    k = _check_k(k)
+    return float((sampled_rank(scores, positive, exclude, n_negatives, seed) < k).mean())

@@ -1,7 +1,9 @@
 """Training loops that need no framework: shuffled index slices of whole tensors.
 
 This is the plain PyTorch loop the from-scratch chapters build by hand; later
-chapters import it instead of copying it.
+chapters import it instead of copying it. :func:`fit_plain`, :func:`fit_sparse` and
+:mod:`cfcourse.distributed` share one epoch loop, :func:`_run_epochs` (shuffle, slices,
+step, divergence check, callback, history); only their step differs.
 
 Row-sparse training: each step touches only the users and items in its batch.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -88,6 +91,95 @@ def _forward(model: nn.Module, x: torch.Tensor, rows: torch.Tensor) -> torch.Ten
         raise _out_of_range(x) from err
 
 
+# A loss this many times that of predicting 0 for every rating means the predictions are
+# an order of magnitude larger than the ratings themselves: the run has diverged, even
+# if the numbers are still finite (a row-wise Adagrad step is at most ``lr`` per weight,
+# so a far too large ``lr`` gives a huge but finite loss, never an overflow).
+BLOW_UP = 100.0
+
+
+def _check_divergence(loss: float, epoch: int, lr: float, scale: float | None = None) -> None:
+    """Raise ``FloatingPointError`` when an epoch's loss says that training diverged.
+
+    Training diverged when the loss is not finite, or when it exceeds
+    ``BLOW_UP * scale``, with ``scale`` the loss of predicting 0 for every rating,
+    :math:`\\frac1n \\sum r^2` (``None`` or 0: only the finite check).
+
+    Examples
+    --------
+    >>> _check_divergence(0.8, epoch=0, lr=0.1, scale=14.0)  # fine: returns None
+    >>> _check_divergence(float("nan"), epoch=2, lr=10.0)
+    Traceback (most recent call last):
+    ...
+    FloatingPointError: the loss became nan in epoch 3 with lr=10: training diverged; lower the learning rate, e.g. to lr=1.
+    """
+    finite = math.isfinite(loss)
+    if finite and not (scale and loss > BLOW_UP * scale):
+        return
+    why = "" if not finite else (f" ({loss / scale:.4g} times the loss {scale:.4g} of "
+                                 "predicting 0 for every rating)")
+    raise FloatingPointError(
+        f"the loss became {loss:.4g} in epoch {epoch + 1} with lr={lr:g}{why}: training "
+        f"diverged; lower the learning rate, e.g. to lr={lr / 10:g}.")
+
+
+def _run_epochs(
+    epochs: int,
+    order: Callable[[int], torch.Tensor],
+    bs: int,
+    step: Callable[..., torch.Tensor],
+    lr: float,
+    *,
+    total: Callable[[], torch.Tensor],
+    epoch_loss: Callable[[torch.Tensor], float],
+    gather: Callable[[torch.Tensor], Sequence[torch.Tensor]] | None = None,
+    schedule=None,
+    scale: float | None = None,
+    callback: Callable[[int], None] | None = None,
+) -> list[float]:
+    """The epoch loop every trainer here shares; returns the loss of each epoch.
+
+    For each epoch ``e``: ``order(e)`` gives the shuffled row positions; ``gather``
+    turns them into the epoch's tensors (default: the order itself); the loop walks
+    them in slices ``[start, start + bs)`` and calls ``step(*slices)``, which updates
+    the model and returns the slice's *summed* loss :math:`\\sum_{j \\in B} \\ell_j`
+    (detached, on the device, so there is no host sync per step); ``schedule.step()``
+    follows each step. The epoch's loss is ``epoch_loss(Σ_B step)`` (e.g. divided by
+    the number of rows, all-reduced over processes), then
+    :func:`_check_divergence` runs, then ``callback(e)``.
+
+    Examples
+    --------
+    >>> w = torch.zeros(1)
+    >>> def step(rows):  # one SGD step on (w - 3)^2 per row
+    ...     w.sub_(0.1 * 2 * (w - 3) * len(rows))
+    ...     return (w - 3).pow(2).sum() * len(rows)
+    >>> _run_epochs(2, lambda e: torch.arange(4), 4, step, lr=0.1,
+    ...            total=lambda: torch.zeros(()), epoch_loss=lambda t: round(t.item() / 4, 4))
+    [0.36, 0.0144]
+    """
+    history = []
+    for epoch in range(epochs):
+        rows = order(epoch)
+        tensors = (rows,) if gather is None else tuple(gather(rows))
+        running = total()
+        for start in range(0, len(rows), bs):
+            running += step(*(t[start:start + bs] for t in tensors))
+            if schedule is not None:
+                schedule.step()
+        history.append(epoch_loss(running))
+        _check_divergence(history[-1], epoch, lr, scale)
+        if callback is not None:
+            callback(epoch)
+    return history
+
+
+def _mean_square(y: torch.Tensor) -> float:
+    """:math:`\\frac1n \\sum r^2`, the loss of predicting 0: the yardstick of divergence."""
+    return float(y.detach().double().pow(2).mean()) if y.device.type != "mps" else \
+        float(y.detach().pow(2).mean())
+
+
 def fit_plain(
     model: nn.Module,
     x: torch.Tensor,
@@ -136,27 +228,22 @@ def fit_plain(
     opt = _OPTIMIZERS[optimizer](model.parameters(), lr=lr, weight_decay=wd)
     generator = torch.Generator().manual_seed(seed)
     n = len(x)
-    bs = n if bs is None else bs
-    losses = []
     # The epoch's sum stays on the device (no host sync per batch); float64 makes it
     # the same sum, to the bit, as adding Python floats (MPS has no float64).
     sum_dtype = torch.float32 if x.device.type == "mps" else torch.float64
-    for epoch in range(epochs):
-        order = torch.randperm(n, generator=generator).to(x.device)
-        total = torch.zeros((), dtype=sum_dtype, device=x.device)
-        for start in range(0, n, bs):
-            rows = order[start:start + bs]
-            loss = nn.functional.mse_loss(_forward(model, x, rows), y[rows])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.detach().to(sum_dtype) * len(rows)
-        losses.append(total.item() / n)
-        if not math.isfinite(losses[-1]):
-            raise FloatingPointError(
-                f"the loss became {losses[-1]} in epoch {epoch + 1}; lower the learning rate."
-            )
-    return losses
+
+    def step(rows: torch.Tensor) -> torch.Tensor:
+        loss = nn.functional.mse_loss(_forward(model, x, rows), y[rows])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.detach().to(sum_dtype) * len(rows)
+
+    return _run_epochs(
+        epochs, lambda epoch: torch.randperm(n, generator=generator).to(x.device),
+        n if bs is None else bs, step, lr,
+        total=lambda: torch.zeros((), dtype=sum_dtype, device=x.device),
+        epoch_loss=lambda total: total.item() / n, scale=_mean_square(y))
 
 
 _ROW_OPTIMIZERS = {"sparse_adam": torch.optim.SparseAdam, "row_adagrad": RowAdagrad,
@@ -221,30 +308,23 @@ def fit_sparse(
     # The shuffle runs where the data live: on a GPU no permutation is drawn on the
     # CPU and copied over each epoch. On the CPU this is the same stream as before.
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    history = []
-    for epoch in range(epochs):
-        order = torch.randperm(n, generator=generator, device=x.device)
-        if fused:  # one shuffled copy per epoch; batches are slices of it
-            users, items, ys = x[order, 0], x[order, 1], y[order]
-        total = torch.zeros((), device=x.device)
-        for start in range(0, n, bs):
-            end = start + bs
-            if fused:
-                total += opt.train_step(users[start:end], items[start:end], ys[start:end],
-                                        reg, reg_bias)
-            else:
-                rows = order[start:end]
-                pred, penalty = model.forward_with_penalty(x[rows], reg, reg_bias)
-                mse = (pred - y[rows]).pow(2).mean()
-                opt.zero_grad(set_to_none=True)
-                (mse + penalty).backward()
-                opt.step()
-                total += mse.detach() * len(pred)
-            schedule.step()
-        history.append(total.item() / n)
-        if not math.isfinite(history[-1]):
-            raise FloatingPointError(f"the loss became {history[-1]} in epoch {epoch + 1}; "
-                                     "lower the learning rate.")
-        if callback is not None:
-            callback(epoch, model)
-    return history
+
+    def autograd_step(rows: torch.Tensor) -> torch.Tensor:
+        pred, penalty = model.forward_with_penalty(x[rows], reg, reg_bias)
+        mse = (pred - y[rows]).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        (mse + penalty).backward()
+        opt.step()
+        return mse.detach() * len(pred)
+
+    def fused_step(users: torch.Tensor, items: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        return opt.train_step(users, items, ys, reg, reg_bias)
+
+    return _run_epochs(
+        epochs, lambda epoch: torch.randperm(n, generator=generator, device=x.device),
+        bs, fused_step if fused else autograd_step, lr,
+        # fused: one shuffled copy per epoch; batches are slices of it
+        gather=(lambda order: (x[order, 0], x[order, 1], y[order])) if fused else None,
+        schedule=schedule, total=lambda: torch.zeros((), device=x.device),
+        epoch_loss=lambda total: total.item() / n, scale=_mean_square(y),
+        callback=None if callback is None else (lambda epoch: callback(epoch, model)))

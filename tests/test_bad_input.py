@@ -241,7 +241,7 @@ CASES = [
          ValueError, r"got 'adamw'", r"one of \['adam', 'sgd'\]"),
     Case("train-learning-rate-too-large",
          lambda c: fit_plain_on(PAIRS, STARS * 100, epochs=50, lr=1e6),
-         FloatingPointError, r"loss became (nan|inf)", r"lower the learning rate"),
+         FloatingPointError, r"loss became", r"lower the learning rate"),
     Case("metric-misaligned", lambda c: rmse([4.0, 3.0], [4.0]),
          ValueError, r"pred has 2 values but target has 1", r"aligned one to one"),
     Case("recovery-shapes-differ",

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cfcourse.models.bayesian import BayesianMF, conditional
+from cfcourse.models.bayesian import BayesianMF, _by_row, _draw_hyper, _draw_rows, conditional
 
 
 @pytest.fixture
@@ -49,11 +49,9 @@ def test_draws_of_rows_have_the_conditional_mean_and_covariance():
     # 10,000 copies of the two users in one call: each copy is an independent draw.
     copies = 10000
     owners = (owner[None, :] + 2 * np.arange(copies)[:, None]).ravel()
-    order = np.argsort(owners, kind="stable")
-    segments = (order, np.searchsorted(owners[order], np.arange(2 * copies + 1)))
-    drawn = BayesianMF(n_factors=d - 1)._draw_rows(
-        rng, np.zeros((2 * copies, d)), np.tile(other[item], (copies, 1)), np.tile(target, copies),
-        segments, hyper, 2.0)
+    pattern, values = _by_row(owners, np.tile(item, copies), np.tile(target, copies),
+                              2 * copies, n_items)
+    drawn = _draw_rows(rng, other, pattern, values, hyper, 2.0)
     draws = drawn.reshape(copies, 2, d)
     for user in (0, 1):
         rows = owner == user
@@ -66,7 +64,7 @@ def test_draws_of_rows_have_the_conditional_mean_and_covariance():
 def test_hyperparameter_draws_follow_the_normal_gamma_posterior():
     rng = np.random.default_rng(2)
     rows = rng.normal(1.5, 0.5, size=(400, 2))           # precision 4, mean 1.5
-    draws = [BayesianMF._draw_hyper(rng, rows) for _ in range(2000)]
+    draws = [_draw_hyper(rng, rows) for _ in range(2000)]
     means = np.array([m for m, _ in draws])
     precisions = np.array([p for _, p in draws])
     n, total = len(rows), rows.sum(0)
@@ -96,7 +94,7 @@ def test_the_posterior_average_recovers_planted_ratings(planted):
     # One sample alone is noisier than the average over samples.
     single = BayesianMF(n_factors=2, n_iter=21, burn_in=20, random_state=0).fit(train)
     assert averaged < np.sqrt(((single.predict(test) - test["truth"]) ** 2).mean())
-    assert len(model.samples_) == 40 and len(model.trace_) == 60
+    assert model.user_samples_.shape == (40, len(model.users_), 3) and len(model.trace_) == 60
 
 
 def test_same_seed_same_model_and_row_order_does_not_matter(planted):
@@ -124,3 +122,73 @@ def test_unknown_ids_and_bad_parameters(planted):
     with pytest.raises(ValueError, match="no parameter"):
         BayesianMF().set_params(rank=3)
     assert BayesianMF().set_params(n_iter=7).get_params()["n_iter"] == 7
+
+
+def test_the_conditional_draws_average_to_the_conjugate_posterior_mean():
+    # Items fixed, hyperparameters and noise fixed: the user block alone is conjugate, so its
+    # draws' average prediction must be the ridge (posterior-mean) prediction, x · mean.
+    rng = np.random.default_rng(4)
+    other = rng.normal(size=(5, 3))
+    owner, item = np.zeros(5, dtype=int), np.arange(5)
+    target = rng.normal(size=5)
+    hyper = (np.zeros(3), np.array([1.0, 3.0, 3.0]))
+    pattern, values = _by_row(owner, item, target, 1, 5)
+    draws = np.concatenate([_draw_rows(rng, other, pattern, values, hyper, 4.0)
+                            for _ in range(20000)])                    # (20000, 3)
+    design = np.column_stack([np.ones(5), other[:, 1:]])
+    mean, _ = conditional(design, target - other[:, 0], *hyper, 4.0)
+    np.testing.assert_allclose((draws @ design.T).mean(0), design @ mean, atol=0.01)
+
+
+def test_predictions_average_scores_and_ignore_how_each_sample_is_rotated(planted):
+    train, test = planted
+    model = BayesianMF(n_factors=2, n_iter=12, burn_in=4, random_state=1).fit(train)
+    per_sample = model.sample_predictions(test)
+    assert per_sample.shape == (8, len(test))
+    np.testing.assert_allclose(model.predict(test),
+                               np.clip(per_sample.mean(0), *model.rating_range_), rtol=1e-6)
+    # score_matrix against a loop over samples and pairs.
+    s = 3
+    p, q = model.user_samples_[s], model.item_samples_[s]
+    loop = model.global_mean_ + p[:, :1] + q[:, 0][None] + p[:, 1:] @ q[:, 1:].T
+    grid = pd.DataFrame([(u, i) for u in model.users_.ids_ for i in model.items_.ids_],
+                        columns=["user", "item"])
+    np.testing.assert_allclose(model.sample_predictions(grid)[s].reshape(loop.shape), loop,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.score_matrix().ravel(),
+                               model.sample_predictions(grid).mean(0), rtol=1e-5, atol=1e-5)
+    # Chapter 1's invariance: rotating one sample's factors (P A, Q A⁻ᵀ) changes no score.
+    before = model.score_matrix()
+    a = np.array([[2.0, 1.0], [0.5, -1.0]], dtype=np.float32)
+    model.user_samples_[s, :, 1:] = model.user_samples_[s, :, 1:] @ a
+    model.item_samples_[s, :, 1:] = model.item_samples_[s, :, 1:] @ np.linalg.inv(a).T
+    np.testing.assert_allclose(model.score_matrix(), before, rtol=1e-4, atol=1e-4)
+
+
+def test_top_k_ranks_the_score_matrix_and_skips_training_pairs(planted):
+    train, _ = planted
+    model = BayesianMF(n_factors=2, n_iter=6, burn_in=2).fit(train)
+    scores = model.score_matrix()
+    best = model.top_k(k=3)
+    user = model.users_.ids_[0]
+    seen = set(train.loc[train["user"] == user, "item"])
+    unseen = [i for i in np.argsort(-scores[0], kind="stable") if model.items_.ids_[i] not in seen]
+    assert list(best[user]) == list(model.items_.decode(np.array(unseen[:3])))
+    everything = model.top_k(k=len(model.items_), exclude=train.iloc[:0])
+    assert len(everything[user]) == len(model.items_), "an empty exclusion keeps every item"
+    with pytest.raises(ValueError, match="k must"):
+        model.top_k(k=0)
+
+
+def test_clone_shape_and_fit_starts_from_scratch(planted):
+    train, test = planted
+    model = BayesianMF(n_factors=2, n_iter=6, burn_in=2, random_state=3)
+    params = model.get_params()
+    copy = type(model)(**params)          # what sklearn.base.clone does
+    assert copy.get_params() == params and not hasattr(copy, "user_samples_")
+    first = model.fit(train.iloc[:500]).fit(train).predict(test)
+    np.testing.assert_array_equal(first, copy.fit(train).predict(test))
+    assert not hasattr(model, "user_factors_"), "no single factor matrix: average scores"
+    _, fell_back = model.predict(pd.DataFrame({"user": [999], "item": [0]}), unknown="bias",
+                                 return_fallback=True)
+    assert fell_back.tolist() == [True]

@@ -15,7 +15,14 @@ import torch
 
 from cfcourse import distributed
 from cfcourse.data import planted_ratings, random_split, write_ratings_csv
-from cfcourse.distributed import epoch_batches, load_result, main, parse_args, shard
+from cfcourse.distributed import (
+    epoch_batches,
+    load_result,
+    main,
+    parse_args,
+    shard,
+    train_epochs,
+)
 from cfcourse.models.dot_product import DotProductBias
 
 TINY = ["--epochs", "3", "--bs", "128", "--lr", "0.02", "--n-factors", "4"]
@@ -95,6 +102,16 @@ def test_averaged_shard_gradients_equal_the_full_batch_gradient():
 
 
 # -- the script ----------------------------------------------------------------------------
+def test_train_epochs_stops_on_divergence_naming_the_learning_rate():
+    # ratings of 1e20: the squared error overflows float32, so epoch 1's loss is inf
+    x = torch.stack([torch.arange(64) % 8, torch.arange(64) % 5], 1)
+    y = torch.full((64,), 1e20)
+    torch.manual_seed(0)
+    with pytest.raises(FloatingPointError, match=r"became inf in epoch 1 with lr=0\.02"):
+        train_epochs(DotProductBias(8, 5, 2, y_range=(0.0, 5.5)), x, y, epochs=2, lr=0.02,
+                     wd=0.0, global_bs=16)
+
+
 def test_parse_args_defaults():
     args = parse_args(["--out", "x.npz"])
     assert (args.data, args.bs, args.backend, args.split_seed) == ("ml-100k", 1024, "gloo", 42)

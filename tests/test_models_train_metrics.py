@@ -14,7 +14,7 @@ from cfcourse.models.dot_product import (
     inverse_sigmoid_range,
     sigmoid_range,
 )
-from cfcourse.train import fit_plain
+from cfcourse.train import _check_divergence, _run_epochs, fit_plain
 
 X = torch.tensor([[0, 0], [1, 2], [2, 1], [0, 3]])
 
@@ -172,6 +172,67 @@ def test_fit_plain_stops_on_divergence():
     x, y = planted()
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         fit_plain(DotProduct(40, 30, n_factors=2), x, y * 100, epochs=50, lr=1e4)
+
+
+def test_fit_plain_names_the_learning_rate_when_sgd_overflows():
+    x, y = planted()
+    with pytest.raises(FloatingPointError, match=r"with lr=1e\+06.*e\.g\. to lr=100000"):
+        fit_plain(DotProduct(40, 30, n_factors=2), x, y, epochs=20, lr=1e6, bs=64)
+
+
+class _Recorder:
+    """A fake step: records the slices it is handed and returns a planted summed loss."""
+
+    def __init__(self, losses):
+        self.losses, self.slices, self.schedule_steps = iter(losses), [], 0
+
+    def __call__(self, *tensors):
+        self.slices.append([t.tolist() for t in tensors])
+        return torch.tensor(next(self.losses), dtype=torch.float64)
+
+    def step(self):  # stands in for the learning-rate schedule
+        self.schedule_steps += 1
+
+
+def _loop(rec, epochs, order, bs, **kwargs):
+    return _run_epochs(epochs, order, bs, rec, lr=0.5,
+                       total=lambda: torch.zeros((), dtype=torch.float64),
+                       epoch_loss=lambda total: total.item() / 5, **kwargs)
+
+
+def test_shared_loop_walks_slices_and_sums_each_epoch_by_hand():
+    rec, after = _Recorder([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), []
+    orders = [torch.tensor([4, 0, 3, 1, 2]), torch.tensor([2, 1, 0, 4, 3])]
+    history = _loop(rec, 2, lambda e: orders[e], 2, schedule=rec, callback=after.append)
+    # 5 rows in slices of 2: [0:2], [2:4] and the short [4:5]; each epoch sums 3 losses
+    assert rec.slices == [[[4, 0]], [[3, 1]], [[2]], [[2, 1]], [[0, 4]], [[3]]]
+    assert history == [(1 + 2 + 3) / 5, (4 + 5 + 6) / 5]
+    assert rec.schedule_steps == 6, "the schedule steps once after every optimiser step"
+    assert after == [0, 1]
+
+
+def test_shared_loop_slices_every_gathered_tensor_alike():
+    rec = _Recorder([1.0, 1.0])
+    _loop(rec, 1, lambda e: torch.tensor([2, 0, 1]), 2,
+          gather=lambda order: (order * 10, order + 100))
+    assert rec.slices == [[[20, 0], [102, 100]], [[10], [101]]]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_shared_loop_stops_at_the_diverged_epoch_before_the_callback(bad):
+    rec, after = _Recorder([1.0, 1.0, bad, 1.0]), []
+    with pytest.raises(FloatingPointError, match=r"became (nan|inf) in epoch 2 with lr=0\.5"):
+        _loop(rec, 5, lambda e: torch.arange(2), 1, callback=after.append)
+    assert after == [0], "epoch 2 diverged: its callback must not run, nor epoch 3"
+    assert len(rec.slices) == 4
+
+
+def test_divergence_check_compares_with_predicting_zero():
+    # scale 2.0: a loss up to 100 x 2.0 is a bad run, not a diverged one
+    _check_divergence(199.0, epoch=0, lr=0.1, scale=2.0)
+    _check_divergence(1e30, epoch=0, lr=0.1, scale=None)  # no yardstick: finite passes
+    with pytest.raises(FloatingPointError, match=r"201 in epoch 4 with lr=0\.1 \(100\.5 times"):
+        _check_divergence(201.0, epoch=3, lr=0.1, scale=2.0)
 
 
 def test_rmse_and_mae_by_hand():

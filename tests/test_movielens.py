@@ -1,11 +1,19 @@
 import importlib.util
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
 from test_locate import write_100k
 
-from cfcourse.data import MalformedFileError, load_items, load_movielens, load_ratings, load_users
+from cfcourse.data import (
+    MalformedFileError,
+    load_items,
+    load_movielens,
+    load_ratings,
+    load_users,
+    validate_ratings,
+)
 
 HAS_OFFLINE = importlib.util.find_spec("recbole") is not None
 
@@ -76,6 +84,56 @@ def test_loaders_return_copies(tmp_path):
     assert load_movielens("ml-100k", folder)["rating"].max() == 5.0
 
 
+def _rewrite(path, text, bump_ns=1_000_000_000):
+    """Write ``text`` to ``path`` and move its mtime on, as an editor saving it later would."""
+    before = path.stat().st_mtime_ns
+    path.write_text(text)
+    os.utime(path, ns=(before + bump_ns, before + bump_ns))
+
+
+def test_a_rewritten_ratings_file_is_read_again_in_the_same_process(tmp_path):
+    from cfcourse.data import movielens
+
+    folder = write_100k(tmp_path / "ml-100k")
+    assert load_ratings("ml-100k", folder)["rating"].tolist()[:1] == [4.0]
+    load_ratings("ml-100k", folder)
+    assert movielens._ratings.cache_info().hits >= 1, "an unchanged file comes from memory"
+    _rewrite(folder / "u.data", "1\t10\t2\t881250949\n2\t20\t1\t881250950\n")
+    assert load_ratings("ml-100k", folder)["rating"].tolist() == [2.0, 1.0]
+    assert load_movielens("ml-100k", folder)["rating"].tolist() == [2.0, 1.0]
+
+
+def test_same_size_rewrite_is_seen_through_its_modification_time(tmp_path):
+    # a one-digit edit keeps the size: only mtime_ns tells the caches that it changed
+    folder = write_100k(tmp_path / "ml-100k")
+    text = (folder / "u.data").read_text()
+    first = load_ratings("ml-100k", folder)
+    edited = text.replace("\t4\t", "\t3\t", 1)
+    assert edited != text and len(edited) == len(text)
+    _rewrite(folder / "u.data", edited)
+    assert load_ratings("ml-100k", folder)["rating"].iloc[0] == 3.0 != first["rating"].iloc[0]
+
+
+def test_rewritten_film_and_user_files_are_read_again(tmp_path):
+    folder = write_100k(tmp_path / "ml-100k")
+    assert load_items("ml-100k", folder).loc[0, "title"] == "Alpha Film (1995)"
+    before = load_users("ml-100k", folder).loc[1, "age"]
+    _rewrite(folder / "u.item", (folder / "u.item").read_text().replace("Alpha", "Gamma"))
+    _rewrite(folder / "u.user", (folder / "u.user").read_text().replace(f"|{before}|", "|54|"))
+    assert load_items("ml-100k", folder).loc[0, "title"] == "Gamma Film (1995)"
+    assert load_movielens("ml-100k", folder)["title"].iloc[0] == "Gamma Film (1995)"
+    assert load_users("ml-100k", folder).loc[1, "age"] == 54 != before
+
+
+def test_a_rewritten_csv_is_read_again_past_both_caches(tmp_path):
+    # ratings.csv also has a parsed copy on disk (cfcourse.data.columnar); both must notice
+    path = tmp_path / "ratings.csv"
+    path.write_text("userId,movieId,rating,timestamp\n1,296,5.0,1147880044\n")
+    assert load_ratings("ml-latest-small", tmp_path)["rating"].tolist() == [5.0]
+    _rewrite(path, "userId,movieId,rating,timestamp\n1,296,1.5,1147880044\n2,1,3.0,1\n")
+    assert load_ratings("ml-latest-small", tmp_path)["rating"].tolist() == [1.5, 3.0]
+
+
 @pytest.mark.skipif(not HAS_OFFLINE, reason="offline ML-100k copy not installed")
 def test_real_ml100k_offline_copy(no_network):
     ratings = load_movielens("ml-100k")
@@ -88,3 +146,25 @@ def test_real_ml100k_offline_copy(no_network):
     assert items.loc[1, "genres"] == "Animation|Children's|Comedy"
     users = load_users("ml-100k")
     assert len(users) == 943 and users.loc[0].tolist() == [1, 24, "M", "technician", "85711"]
+
+
+# -- validate_ratings' range (cfcourse.data.validate) -------------------------------------------
+FRAME = pd.DataFrame({"user": [1, 2], "item": [10, 20], "rating": [4.0, 2.5]})
+
+
+def test_a_reversed_rating_range_is_named_not_blamed_on_the_ratings():
+    with pytest.raises(ValueError, match=r"rating_range=\(5, 1\) is reversed.*pass \(1, 5\)"):
+        validate_ratings(FRAME, rating_range=(5, 1))
+    validate_ratings(FRAME, rating_range=(1, 5))  # the same numbers the right way round pass
+    validate_ratings(FRAME.assign(rating=3.0), rating_range=(3, 3))  # a one-value scale is fine
+
+
+@pytest.mark.parametrize("bad", [(1,), (1, 2, 3), "1-5", (1, float("nan"))])
+def test_a_rating_range_that_is_not_two_numbers_is_refused(bad):
+    with pytest.raises(ValueError, match=r"rating_range.*(pair|NaN)"):
+        validate_ratings(FRAME, rating_range=bad)
+
+
+def test_a_rating_outside_a_good_range_is_still_named():
+    with pytest.raises(ValueError, match=r"rating 4.0 at row 0 is outside 0.5-3"):
+        validate_ratings(FRAME, rating_range=(0.5, 3))

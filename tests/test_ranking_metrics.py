@@ -1,6 +1,7 @@
 """Ranking metrics on hand-computed lists, checked against scikit-learn, and the helpers
 that turn a fitted model into top-k lists."""
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -19,7 +20,6 @@ from cfcourse.metrics import (
     recall_at_k,
     relevant_items,
 )
-from cfcourse.recommender import popularity_scores, score_matrix, top_k
 
 LOG3 = np.log2(3)  # the discount of rank 2 is 1 / log2(3)
 
@@ -131,62 +131,62 @@ def test_per_user_holdout_rejects_bad_sizes(ratings, n, m):
 
 # -- from a model to lists ------------------------------------------------------------------
 def test_score_matrix_is_the_unclipped_prediction(model, ratings):
-    scores = score_matrix(model)
-    assert scores.shape == (len(model.users), len(model.items))
+    scores = model.score_matrix()
+    assert scores.shape == (len(model.users_), len(model.items_))
     pairs = ratings.head(50)
-    u, i = model.users.encode(pairs["user"]), model.items.encode(pairs["item"])
+    u, i = model.users_.encode(pairs["user"]), model.items_.encode(pairs["item"])
     inside = (scores[u, i] > 0.5) & (scores[u, i] < 5.0)
     assert inside.sum() > 40
     assert np.allclose(scores[u, i][inside], model.predict(pairs)[inside], atol=1e-5)
 
 
 def test_score_matrix_needs_a_dot_bias_model(model):
-    other = dataclasses.replace(model, model=torch.nn.Linear(1, 1), kind="nn")
+    other = copy.copy(model).set_params(kind="nn")  # the guard reads the kind
     with pytest.raises(TypeError, match="dot_bias"):
-        score_matrix(other)
+        other.score_matrix()
 
 
 def test_popularity_counts_ratings(model, ratings):
-    counts = popularity_scores(model, ratings)
-    expected = ratings["item"].value_counts().reindex(model.items.ids_).to_numpy()
+    counts = model.popularity(ratings)
+    expected = ratings["item"].value_counts().reindex(model.items_.ids_).to_numpy()
     assert np.array_equal(counts, expected)
 
 
 def test_top_k_excludes_training_pairs_and_sorts(model, ratings):
-    scores = score_matrix(model)
-    lists = top_k(model, scores, k=5)
-    assert set(lists) == set(model.users.ids_.tolist())
-    for user in model.users.ids_[:10].tolist():
+    scores = model.score_matrix()
+    lists = model.top_k(scores=scores, k=5)
+    assert set(lists) == set(model.users_.ids_.tolist())
+    for user in model.users_.ids_[:10].tolist():
         seen = set(ratings.loc[ratings["user"] == user, "item"])
         assert not seen & set(lists[user].tolist())
-        u = model.users.encode([user])[0]
-        got = scores[u, model.items.encode(lists[user])]
+        u = model.users_.encode([user])[0]
+        got = scores[u, model.items_.encode(lists[user])]
         assert np.all(np.diff(got) <= 0), "best first"
-        unseen = [i for i in range(len(model.items)) if model.items.ids_[i] not in seen]
+        unseen = [i for i in range(len(model.items_)) if model.items_.ids_[i] not in seen]
         assert got[0] == pytest.approx(scores[u, unseen].max())
 
 
 def test_top_k_with_shared_scores_and_explicit_exclusion(model):
-    popular = np.arange(len(model.items), dtype=float)  # the last item is the most popular
-    lists = top_k(model, popular, k=2, exclude=pd.DataFrame({"user": [], "item": []}))
-    last = model.items.ids_[::-1][:2]
+    popular = np.arange(len(model.items_), dtype=float)  # the last item is the most popular
+    lists = model.top_k(scores=popular, k=2, exclude=pd.DataFrame({"user": [], "item": []}))
+    last = model.items_.ids_[::-1][:2]
     assert all(np.array_equal(v, last) for v in lists.values())
-    user = model.users.ids_[0]
+    user = model.users_.ids_[0]
     blocked = pd.DataFrame({"user": [user, 99999], "item": [last[0], last[0]]})
-    lists = top_k(model, popular, k=2, exclude=blocked)
-    assert lists[user].tolist() == model.items.ids_[::-1][1:3].tolist()
+    lists = model.top_k(scores=popular, k=2, exclude=blocked)
+    assert lists[user].tolist() == model.items_.ids_[::-1][1:3].tolist()
 
 
 def test_top_k_drops_excluded_items_when_too_few_remain(ratings):
     df = pd.DataFrame({"user": [1, 1, 2], "item": [1, 2, 1], "rating": [4.0, 3.0, 5.0]})
-    small = cfcourse.fit(df, epochs=1, n_factors=2)
-    lists = top_k(small, np.array([1.0, 2.0]), k=5)
+    small = cfcourse.fit(df, epochs=30, n_factors=2)
+    lists = small.top_k(scores=np.array([1.0, 2.0]), k=5)
     assert lists[1].tolist() == [] and lists[2].tolist() == [2]
 
 
 def test_top_k_rejects_nan(model):
     with pytest.raises(ValueError, match="NaN"):
-        top_k(model, np.full(len(model.items), np.nan))
+        model.top_k(scores=np.full(len(model.items_), np.nan))
 
 
 # -- implicit feedback ----------------------------------------------------------------------

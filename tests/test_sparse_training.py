@@ -78,6 +78,19 @@ def test_fit_sparse_stops_on_divergence():
         fit_sparse(SparseDotBias(60, 50, 3, 3.0), x, y * 1e19, epochs=2, bs=512)
 
 
+@pytest.mark.parametrize("optimizer", ["sparse_adam", "row_adagrad", "fused_row_adagrad"])
+def test_fit_sparse_stops_when_the_loss_explodes_but_stays_finite(optimizer):
+    # An Adagrad or Adam step moves a weight by at most about lr, so lr=1e6 gives a loss of
+    # ~1e24: finite, so a NaN/inf check alone let it through and returned a useless model.
+    x, y = planted()
+    seen = []
+    with pytest.raises(FloatingPointError,
+                       match=r"epoch 1 with lr=1e\+06.*lower the learning rate, e\.g\. to lr=100000"):
+        fit_sparse(SparseDotBias(60, 50, 3, 3.0), x, y, epochs=3, lr=1e6, bs=512,
+                   optimizer=optimizer, callback=lambda epoch, model: seen.append(epoch))
+    assert seen == [], "the callback must not be handed a model from a diverged epoch"
+
+
 def test_predict_clips_to_y_range_and_handles_empty():
     model = SparseDotBias(3, 3, 2, mean=10.0, y_range=(0.5, 5.0))
     assert model.predict(torch.tensor([[0, 1]])).item() == 5.0

@@ -133,15 +133,40 @@ def _read_double_colon(path: Path) -> pd.DataFrame:
     return pd.DataFrame([line.split("::") for line in text.splitlines() if line])
 
 
+# The file each table is read from, per layout (users: only ml-100k and ml-1m have them).
+_FILES = {
+    "ratings": {"recbole": "ml-100k.inter", "100k": "u.data", "dat": "ratings.dat",
+                "csv": "ratings.csv"},
+    "items": {"recbole": "ml-100k.item", "100k": "u.item", "dat": "movies.dat",
+              "csv": "movies.csv"},
+    "users": {"recbole": "ml-100k.user", "100k": "u.user", "dat": "users.dat"},
+}
+
+
+def _stamp(where: Located, table: str) -> tuple:
+    """``(path, size, mtime_ns)`` of the file ``table`` is read from: the in-memory caches'
+    key, so a file rewritten on disk is read again in the same process (a missing file
+    stamps as ``(path, None, None)`` and the loader then says what is missing)."""
+    name = _FILES[table].get(where.layout)
+    if name is None:
+        return (None, None, None)
+    path = where.folder / name
+    try:
+        stat = path.stat()
+    except OSError:
+        return (str(path), None, None)
+    return (str(path), stat.st_size, stat.st_mtime_ns)
+
+
 @functools.lru_cache(maxsize=8)
-def _ratings(where: Located) -> pd.DataFrame:
+def _ratings(where: Located, stamp: tuple) -> pd.DataFrame:
+    """The ratings of ``where``; ``stamp`` (:func:`_stamp`) only keys the cache."""
     if where.layout == "recbole":
         df = _read_recbole(where.folder / "ml-100k.inter")
         df.columns = list(RATING_DTYPES)
         return df.astype(RATING_DTYPES)
-    sep, header, name = {"100k": ("\t", False, "u.data"), "dat": ("::", False, "ratings.dat"),
-                         "csv": (",", True, "ratings.csv")}[where.layout]
-    source = where.folder / name
+    sep, header = {"100k": ("\t", False), "dat": ("::", False), "csv": (",", True)}[where.layout]
+    source = where.folder / _FILES["ratings"][where.layout]
     if where.layout == "100k":  # small: parsing is as fast as reading a cache
         return _parse_ratings(source, sep, header)
     cached = read_columnar(source, RATING_DTYPES)
@@ -158,7 +183,8 @@ def _with_year(title: pd.Series, year: pd.Series) -> pd.DataFrame:
 
 
 @functools.lru_cache(maxsize=8)
-def _items(where: Located) -> pd.DataFrame:
+def _items(where: Located, stamp: tuple) -> pd.DataFrame:
+    """The films of ``where``; ``stamp`` (:func:`_stamp`) only keys the cache."""
     folder = where.folder
     if where.layout == "recbole":
         raw = _read_recbole(folder / "ml-100k.item")
@@ -198,7 +224,8 @@ def _users_frame(user, age, gender, occupation, zip_code) -> pd.DataFrame:
 
 
 @functools.lru_cache(maxsize=8)
-def _users(where: Located, name: str) -> pd.DataFrame:
+def _users(where: Located, name: str, stamp: tuple) -> pd.DataFrame:
+    """The users of ``where``; ``stamp`` (:func:`_stamp`) only keys the cache."""
     folder = where.folder
     if where.layout == "recbole":
         r = _read_recbole(folder / "ml-100k.user")
@@ -218,7 +245,8 @@ def _users(where: Located, name: str) -> pd.DataFrame:
 
 def load_ratings(name: str = "ml-100k", path: str | os.PathLike | None = None) -> pd.DataFrame:
     """The ratings alone: ``user``, ``item`` (int32), ``rating`` (float32), ``timestamp`` (int64)."""
-    return _ratings(locate(name, path)).copy()
+    where = locate(name, path)
+    return _ratings(where, _stamp(where, "ratings")).copy()
 
 
 def load_movielens(name: str = "ml-100k", path: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -245,8 +273,8 @@ def load_movielens(name: str = "ml-100k", path: str | os.PathLike | None = None)
     (100000, 5)
     """
     where = locate(name, path)
-    ratings = _ratings(where)
-    titles = _items(where).set_index("item")["title"]
+    ratings = _ratings(where, _stamp(where, "ratings"))
+    titles = _items(where, _stamp(where, "items")).set_index("item")["title"]
     out = ratings.copy()
     out["title"] = titles.reindex(out["item"].to_numpy()).to_numpy()
     return out
@@ -254,9 +282,11 @@ def load_movielens(name: str = "ml-100k", path: str | os.PathLike | None = None)
 
 def load_items(name: str = "ml-100k", path: str | os.PathLike | None = None) -> pd.DataFrame:
     """Film metadata: ``item``, ``title`` ("Title (Year)"), ``year`` (nullable int), ``genres``."""
-    return _items(locate(name, path)).copy()
+    where = locate(name, path)
+    return _items(where, _stamp(where, "items")).copy()
 
 
 def load_users(name: str = "ml-100k", path: str | os.PathLike | None = None) -> pd.DataFrame:
     """User attributes: ``user``, ``age``, ``gender``, ``occupation``, ``zip`` (ml-100k, ml-1m)."""
-    return _users(locate(name, path), name).copy()
+    where = locate(name, path)
+    return _users(where, name, _stamp(where, "users")).copy()

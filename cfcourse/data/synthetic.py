@@ -146,3 +146,87 @@ def write_ratings_csv(ratings: pd.DataFrame, path) -> None:
     out = ratings[["user", "item", "rating", "timestamp"]].rename(
         columns={"user": "userId", "item": "movieId"})
     out.to_csv(path, index=False, float_format="%.1f")
+
+
+# --- Planted implicit feedback (chapter 11) ----------------------------------------------
+__all__ += ["PlantedInteractions", "planted_interactions"]
+
+
+@dataclass
+class PlantedInteractions:
+    """Interactions plus the truth that generated them.
+
+    A user with factors :math:`p_u` picks items without replacement with probabilities
+    proportional to :math:`\\exp(\\text{logit}_{ui})`, where
+    :math:`\\text{logit}_{ui} = p_u \\cdot q_i + \\log \\pi_i` and :math:`\\pi` is a power-law
+    popularity. :meth:`true_scores` returns those logits: the best any model can rank.
+    """
+
+    interactions: pd.DataFrame  # user, item, timestamp (ids start at 1)
+    user_factors: np.ndarray  # (n_users, n_factors)
+    item_factors: np.ndarray  # (n_items, n_factors)
+    log_popularity: np.ndarray  # (n_items,)
+
+    def __repr__(self) -> str:
+        return (f"PlantedInteractions({len(self.interactions):,} interactions, "
+                f"{len(self.user_factors):,} users, {len(self.item_factors):,} items)")
+
+    def true_scores(self, users) -> np.ndarray:
+        """Planted logits of every item (columns = item ids 1..n_items) for user ids ``users``."""
+        rows = np.asarray(users) - 1
+        return self.user_factors[rows] @ self.item_factors.T + self.log_popularity
+
+
+def planted_interactions(n_users: int = 943, n_items: int = 1682, n_interactions: int = 100_000,
+                         n_factors: int = 8, signal: float = 2.0, exponent: float = 0.8,
+                         min_per_user: int = 5, seed: int = 0) -> PlantedInteractions:
+    """Generate implicit feedback from planted factors and a popularity prior.
+
+    Parameters
+    ----------
+    n_users, n_items, n_interactions : int
+        Sizes; user activity follows a power law with at least ``min_per_user`` each.
+    n_factors : int
+        Rank of the planted tastes.
+    signal : float
+        Standard deviation of :math:`p_u \\cdot q_i`: 0 gives pure popularity, larger gives
+        more personal choices.
+    exponent : float
+        Power-law exponent of popularity and activity.
+    seed : int
+        Same seed, same data.
+
+    Examples
+    --------
+    >>> world = planted_interactions(n_users=30, n_items=50, n_interactions=300, seed=0)
+    >>> world.interactions.columns.tolist(), world.true_scores([1, 2]).shape
+    (['user', 'item', 'timestamp'], (2, 50))
+    """
+    if min(n_users, n_items, n_factors, min_per_user) < 1:
+        raise ValueError("n_users, n_items, n_factors and min_per_user must all be at least 1.")
+    if not n_users * min_per_user <= n_interactions <= n_users * n_items // 2:
+        raise ValueError(f"n_interactions={n_interactions:,} must lie between n_users * "
+                         f"min_per_user and half of n_users * n_items.")
+    rng = np.random.default_rng(seed)
+    scale = (signal**2 / n_factors) ** 0.25  # p·q then has a standard deviation of about signal
+    p = rng.normal(0, scale, (n_users, n_factors))
+    q = rng.normal(0, scale, (n_items, n_factors))
+    log_pop = np.log(_power_law(n_items, exponent, rng))
+    extra = rng.multinomial(n_interactions - n_users * min_per_user,
+                            _power_law(n_users, exponent, rng))
+    counts = np.minimum(min_per_user + extra, n_items // 2)
+    world = PlantedInteractions(pd.DataFrame(), p, q, log_pop)
+    users, items = [], []
+    for start in range(0, n_users, 1024):  # (chunk, n_items) logits at a time
+        ids = np.arange(start, min(start + 1024, n_users)) + 1
+        keys = world.true_scores(ids) + rng.gumbel(size=(len(ids), n_items))  # Gumbel top-k =
+        order = np.argsort(-keys, axis=1)  # sampling without replacement from softmax(logits)
+        for row, user in enumerate(ids):
+            chosen = order[row, :counts[user - 1]]
+            users.append(np.full(len(chosen), user))
+            items.append(chosen + 1)
+    users, items = np.concatenate(users), np.concatenate(items)
+    timestamp = rng.integers(789_652_009, 1_574_327_703, len(users), dtype=np.int64)
+    world.interactions = pd.DataFrame({"user": users.astype(np.int32),
+                                       "item": items.astype(np.int32), "timestamp": timestamp})
+    return world

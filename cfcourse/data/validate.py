@@ -14,6 +14,28 @@ _RENAMES = {"userId": "user", "user_id": "user", "movieId": "item", "item_id": "
             "movie": "item", "score": "rating", "stars": "rating"}
 
 
+def _checked_range(rating_range) -> tuple[float, float]:
+    """``(low, high)`` from ``rating_range``, refusing what would flag every rating.
+
+    A reversed pair such as ``(5, 1)`` makes ``low <= r <= high`` false for every ``r``,
+    so without this check every rating would be reported as out of range.
+    """
+    try:
+        low, high = rating_range
+        low, high = float(low), float(high)
+    except (TypeError, ValueError):
+        raise ValueError(f"rating_range must be a pair (lowest, highest), e.g. (0.5, 5.0), or "
+                         f"None to skip the check; got {rating_range!r}.") from None
+    if np.isnan(low) or np.isnan(high):
+        raise ValueError(f"rating_range={rating_range!r} holds NaN; pass numbers such as "
+                         "(0.5, 5.0), or None to skip the check.")
+    if low > high:
+        raise ValueError(f"rating_range={rating_range!r} is reversed: its lowest value {low:g} "
+                         f"is above its highest {high:g}, so every rating would be out of "
+                         f"range; pass ({high:g}, {low:g}).")
+    return low, high
+
+
 def validate_ratings(
     df: pd.DataFrame,
     columns: Sequence[str] = ("user", "item", "rating"),
@@ -26,7 +48,17 @@ def validate_ratings(
     Checks, in order: it is a non-empty DataFrame; it has ``columns``; ``rating``
     is numeric, with no NaN, inside ``rating_range`` (``None`` skips the range);
     ids have no NaN; and (unless ``allow_duplicates``) each (user, item) pair
-    appears once. An empty frame is an error unless ``allow_empty``.
+    appears once. An empty frame is an error unless ``allow_empty``. A reversed
+    ``rating_range`` such as ``(5, 1)`` is refused as such (it would put every rating
+    outside it).
+
+    Examples
+    --------
+    >>> validate_ratings(pd.DataFrame({"user": [1], "item": [2], "rating": [4.0]}))
+    >>> validate_ratings(pd.DataFrame({"user": [1], "item": [2], "rating": [4.0]}), rating_range=(5, 1))
+    Traceback (most recent call last):
+    ...
+    ValueError: rating_range=(5, 1) is reversed: its lowest value 5 is above its highest 1, so every rating would be out of range; pass (1, 5).
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame of ratings, got {type(df).__name__}; "
@@ -53,7 +85,7 @@ def validate_ratings(
             raise ValueError(f"'rating' has {bad.sum()} NaN value(s), first at row "
                              f"{np.flatnonzero(bad)[0]}; drop or fill them before fitting.")
         if rating_range is not None:
-            low, high = rating_range
+            low, high = _checked_range(rating_range)
             outside = ~rating.between(low, high).to_numpy()
             if outside.any():
                 row = np.flatnonzero(outside)[0]

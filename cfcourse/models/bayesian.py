@@ -6,7 +6,7 @@ The model is the course's biased dot product,
            \\varepsilon \\sim \\mathcal N(0, 1/\\alpha),
 
 with Gaussian priors on every row, :math:`[b_u, p_u] \\sim \\mathcal N(m, \\mathrm{diag}(\\lambda)^{-1})`
-(the same for items), and conjugate Normal-Gamma hyperpriors on each coordinate's mean
+(the same for items), conjugate Normal-Gamma hyperpriors on each coordinate's mean
 :math:`m_k` and precision :math:`\\lambda_k`, and a Gamma prior on the noise precision
 :math:`\\alpha`. Weight decay is this model's prior with :math:`\\lambda` fixed by hand; SGD
 finds the single most probable point. Here :math:`\\lambda` and :math:`\\alpha` are learned,
@@ -16,7 +16,8 @@ One sweep of the sampler draws every user's row given the items' (a ridge regres
 user, so the draw is Gaussian with the ridge solution as its mean and the inverse Hessian as
 its covariance: :func:`conditional`), then every item's row, then the hyperparameters.
 Factors are only defined up to an invertible map (chapter 1), so samples of factors are never
-averaged: :meth:`BayesianMF.predict` averages *predicted ratings* over the kept samples.
+averaged: :meth:`BayesianMF.predict`, :meth:`~BayesianMF.score_matrix` and
+:meth:`~BayesianMF.top_k` average *scores* over the kept samples.
 
 Examples
 --------
@@ -33,11 +34,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from cfcourse.data.encode import IdIndex
 from cfcourse.data.validate import validate_ratings
 
 __all__ = ["BayesianMF", "conditional"]
+
+_PARAMS = ("n_factors", "n_iter", "burn_in", "thin", "init_std", "random_state")
 
 
 def conditional(design: np.ndarray, target: np.ndarray, prior_mean: np.ndarray,
@@ -47,6 +51,12 @@ def conditional(design: np.ndarray, target: np.ndarray, prior_mean: np.ndarray,
     Minimising ``alpha * ||target - design @ w||² + (w - m)ᵀ diag(λ) (w - m)`` is a ridge
     regression; the Gaussian conditional has that minimiser as its mean and the inverse of
     (half) the Hessian, ``(alpha XᵀX + diag(λ))⁻¹``, as its covariance.
+
+    Examples
+    --------
+    >>> mean, cov = conditional(np.ones((4, 1)), np.full(4, 2.0), np.zeros(1), np.ones(1), 1.0)
+    >>> float(mean[0]), float(cov[0, 0])   # (4 * 2) / (4 + 1), 1 / (4 + 1)
+    (1.6, 0.2)
     """
     precision = alpha * design.T @ design + np.diag(prior_precision)
     cov = np.linalg.inv(precision)
@@ -54,10 +64,51 @@ def conditional(design: np.ndarray, target: np.ndarray, prior_mean: np.ndarray,
     return mean, cov
 
 
-def _segments(owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ratings sorted by owner, and where each owner's run starts (CSR-style ``indptr``)."""
-    order = np.argsort(owner, kind="stable")
-    return order, np.searchsorted(owner[order], np.arange(n + 1))
+def _by_row(owner: np.ndarray, other: np.ndarray, y: np.ndarray, n_owner: int,
+            n_other: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Two CSR matrices ``(n_owner, n_other)`` with one structure: ones, and the targets ``y``."""
+    order = np.lexsort((other, owner))
+    indptr = np.searchsorted(owner[order], np.arange(n_owner + 1))
+    shape = (n_owner, n_other)
+    return (sp.csr_matrix((np.ones(len(order)), other[order], indptr), shape=shape),
+            sp.csr_matrix((y[order], other[order], indptr), shape=shape))
+
+
+def _draw_rows(rng: np.random.Generator, other: np.ndarray, pattern: sp.csr_matrix,
+               values: sp.csr_matrix, hyper: tuple[np.ndarray, np.ndarray],
+               alpha: float) -> np.ndarray:
+    """Draw every row ``[b, p]`` of one side given the other side's rows ``other``.
+
+    Row ``r`` regresses its targets minus the other side's bias on ``[1, q_j]``: its
+    ``XᵀX`` is the sum of the outer products ``[1, q_j][1, q_j]ᵀ`` over the ``j`` it rated,
+    so one sparse product ``pattern @ outer`` gives every row's at once.
+    """
+    n_other, d = other.shape
+    design = other.copy()
+    design[:, 0] = 1.0                                           # (n_other, d): [1, q_j]
+    outer = (design[:, :, None] * design[:, None, :]).reshape(n_other, d * d)
+    gram = np.asarray(pattern @ outer).reshape(-1, d, d)         # (n, d, d): XᵀX per row
+    xty = values @ design - pattern @ (other[:, :1] * design)    # (n, d): Xᵀ(y - c)
+    mean_prior, prec_prior = hyper
+    precision = alpha * gram + np.diag(prec_prior)               # (n, d, d)
+    rhs = alpha * xty + prec_prior * mean_prior                  # (n, d)
+    chol = np.linalg.cholesky(precision)                         # L Lᵀ = Λ
+    # mean = Λ⁻¹ rhs = L⁻ᵀ L⁻¹ rhs, and L⁻ᵀ z has covariance (L Lᵀ)⁻¹ = Λ⁻¹: one pass does both.
+    half = np.linalg.solve(chol, rhs[..., None])
+    noise = rng.standard_normal(half.shape)
+    return np.linalg.solve(np.swapaxes(chol, 1, 2), half + noise)[..., 0]
+
+
+def _draw_hyper(rng: np.random.Generator, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normal-Gamma draw of each column's prior mean and precision given the rows."""
+    a0, b0, gamma0 = 1.0, 1.0, 1.0  # weak hyperprior: mean 0, precision about 1, broad
+    n = len(rows)
+    total, sq = rows.sum(0), (rows**2).sum(0)
+    mean_post = total / (n + gamma0)
+    ss = sq - (n + gamma0) * mean_post**2  # sum of squares around the posterior mean
+    precision = rng.gamma(a0 + n / 2, 1 / (b0 + 0.5 * ss + 1e-12))
+    mean = mean_post + rng.standard_normal(rows.shape[1]) / np.sqrt((n + gamma0) * precision)
+    return mean, precision
 
 
 class BayesianMF:
@@ -70,7 +121,7 @@ class BayesianMF:
     n_iter : int
         Gibbs sweeps in all, burn-in included.
     burn_in : int
-        Sweeps discarded before predictions start being averaged.
+        Sweeps discarded before samples are kept: the chain forgets its random start.
     thin : int
         Keep every ``thin``-th sample after burn-in (memory: one copy of the factors each).
     init_std : float
@@ -82,13 +133,23 @@ class BayesianMF:
     ----------
     global_mean_ : float
         ``mu``, the mean training rating (fixed, not sampled).
+    rating_range_ : tuple of float
+        Lowest and highest training rating; :meth:`predict` clips to it.
     users_, items_ : IdIndex
-        The training ids.
-    samples_ : list of dict
-        The kept samples: ``user`` ``(n_users, k+1)`` and ``item`` ``(n_items, k+1)`` arrays
-        (bias in column 0), and the noise precision ``alpha``.
+        The training ids; rows of the samples follow them.
+    user_samples_, item_samples_ : ndarray, ``(n_samples, n_users | n_items, k + 1)``
+        The kept samples, bias in column 0, factors after it (float32). There is no single
+        ``user_factors_``: factors are defined only up to an invertible map, so their average
+        means nothing; average scores instead.
+    alpha_samples_ : ndarray, ``(n_samples,)``
+        The kept draws of the noise precision ``alpha``.
     trace_ : list of float
         Training RMSE of each sweep's sample (a single draw, not the average).
+
+    Examples
+    --------
+    >>> BayesianMF(n_factors=4, n_iter=50).set_params(burn_in=10)
+    BayesianMF(n_factors=4, n_iter=50, burn_in=10, thin=1, init_std=0.1, random_state=0)
     """
 
     def __init__(self, n_factors: int = 10, n_iter: int = 200, burn_in: int = 20,
@@ -101,14 +162,14 @@ class BayesianMF:
         self.random_state = random_state
 
     def get_params(self, deep: bool = True) -> dict:
-        return {name: getattr(self, name) for name in
-                ("n_factors", "n_iter", "burn_in", "thin", "init_std", "random_state")}
+        """The constructor's arguments, as given (``sklearn.base.clone`` reads them)."""
+        return {name: getattr(self, name) for name in _PARAMS}
 
     def set_params(self, **params) -> BayesianMF:
+        """Set constructor arguments by name; returns self."""
         for name, value in params.items():
-            if name not in self.get_params():
-                raise ValueError(f"BayesianMF has no parameter {name!r}; "
-                                 f"it has {sorted(self.get_params())}.")
+            if name not in _PARAMS:
+                raise ValueError(f"BayesianMF has no parameter {name!r}; it has {sorted(_PARAMS)}.")
             setattr(self, name, value)
         return self
 
@@ -124,49 +185,8 @@ class BayesianMF:
             raise ValueError(f"burn_in must be at least 0 and below n_iter={self.n_iter} so that "
                              f"some samples are kept, got {self.burn_in!r}.")
 
-    # -- one sweep ------------------------------------------------------------------------------
-    def _draw_rows(self, rng, rows, other, target, segments, hyper, alpha):
-        """Draw every row [b, p] of one side given the other side's rows ``other``.
-
-        ``other`` holds, for each rating, the other side's row; ``segments`` is
-        ``(order, indptr)``: the ratings sorted by their row on this side, and where each
-        row's run starts (every row owns at least one rating: the ids come from training).
-        """
-        order, indptr = segments
-        n, d = rows.shape
-        other = other[order]
-        design = np.concatenate([np.ones((len(order), 1)), other[:, 1:]], axis=1)  # (N, d)
-        y = target[order] - other[:, 0]  # the other side's bias moves into the target
-        precision = np.empty((n, d, d))
-        rhs = np.empty((n, d))
-        for row in range(n):  # XᵀX and Xᵀy of each row's ratings: small BLAS calls
-            x = design[indptr[row]:indptr[row + 1]]
-            precision[row] = x.T @ x
-            rhs[row] = x.T @ y[indptr[row]:indptr[row + 1]]
-        mean_prior, prec_prior = hyper
-        precision = alpha * precision + np.diag(prec_prior)[None]
-        rhs = alpha * rhs + (prec_prior * mean_prior)[None]
-        chol = np.linalg.cholesky(precision)                      # (n, d, d), L Lᵀ = Λ
-        mean = np.linalg.solve(precision, rhs[..., None])[..., 0]
-        noise = rng.standard_normal((n, d))
-        # x = mean + L⁻ᵀ z has covariance (L Lᵀ)⁻¹ = Λ⁻¹.
-        return mean + np.linalg.solve(np.swapaxes(chol, 1, 2), noise[..., None])[..., 0]
-
-    @staticmethod
-    def _draw_hyper(rng, rows):
-        """Normal-Gamma draw of each column's prior mean and precision given the rows."""
-        a0, b0, gamma0 = 1.0, 1.0, 1.0  # weak hyperprior: mean 1, broad
-        n = len(rows)
-        total, sq = rows.sum(0), (rows**2).sum(0)
-        mean_post = total / (n + gamma0)
-        # Marginal sums of squares around the posterior mean of the Normal-Gamma.
-        ss = sq - (n + gamma0) * mean_post**2
-        precision = rng.gamma(a0 + n / 2, 1 / (b0 + 0.5 * ss + 1e-12))
-        mean = mean_post + rng.standard_normal(rows.shape[1]) / np.sqrt((n + gamma0) * precision)
-        return mean, precision
-
     def fit(self, ratings: pd.DataFrame) -> BayesianMF:
-        """Run the sampler on ``ratings`` (columns ``user``, ``item``, ``rating``); returns self."""
+        """Run the sampler from scratch on ``ratings`` (``user``, ``item``, ``rating``); returns self."""
         self._check_params()
         validate_ratings(ratings, rating_range=None)
         self.users_ = IdIndex(ratings["user"].to_numpy(), "user")
@@ -177,50 +197,114 @@ class BayesianMF:
         self.global_mean_ = float(r.mean())
         self.rating_range_ = (float(r.min()), float(r.max()))
         y = r - self.global_mean_
+        n_users, n_items = len(self.users_), len(self.items_)
+        by_user = _by_row(u, i, y, n_users, n_items)
+        by_item = _by_row(i, u, y, n_items, n_users)
+        self._rated = (by_user[0].indptr, by_user[0].indices)  # training pairs, for top_k
         rng = np.random.default_rng(self.random_state)
-        d = self.n_factors + 1
-        users = np.concatenate([np.zeros((len(self.users_), 1)),
-                                rng.normal(0, self.init_std, (len(self.users_), d - 1))], 1)
-        items = np.concatenate([np.zeros((len(self.items_), 1)),
-                                rng.normal(0, self.init_std, (len(self.items_), d - 1))], 1)
-        by_user, by_item = _segments(u, len(users)), _segments(i, len(items))
-        alpha = 1.0
-        self.samples_, self.trace_ = [], []
+        users = rng.normal(0, self.init_std, (n_users, self.n_factors + 1))
+        items = rng.normal(0, self.init_std, (n_items, self.n_factors + 1))
+        users[:, 0] = items[:, 0] = 0.0  # biases start at zero
+        alpha, kept, self.trace_ = 1.0, [], []
         for sweep in range(self.n_iter):
-            users = self._draw_rows(rng, users, items[i], y, by_user,
-                                    self._draw_hyper(rng, users), alpha)
-            items = self._draw_rows(rng, items, users[u], y, by_item,
-                                    self._draw_hyper(rng, items), alpha)
-            resid = y - users[u, 0] - items[i, 0] - (users[u, 1:] * items[i, 1:]).sum(1)
-            alpha = rng.gamma(1.0 + len(y) / 2, 1 / (1.0 + 0.5 * (resid**2).sum()))
-            self.trace_.append(float(np.sqrt((resid**2).mean())))
+            users = _draw_rows(rng, items, *by_user, _draw_hyper(rng, users), alpha)
+            items = _draw_rows(rng, users, *by_item, _draw_hyper(rng, items), alpha)
+            pu, qi = users[u], items[i]                                    # (N, k + 1)
+            resid = y - pu[:, 0] - qi[:, 0] - np.einsum("nk,nk->n", pu[:, 1:], qi[:, 1:])
+            sse = float(resid @ resid)
+            alpha = rng.gamma(1.0 + len(y) / 2, 1 / (1.0 + 0.5 * sse))
+            self.trace_.append(float(np.sqrt(sse / len(y))))
             if sweep >= self.burn_in and (sweep - self.burn_in) % self.thin == 0:
-                self.samples_.append({"user": users.astype(np.float32),
-                                      "item": items.astype(np.float32), "alpha": float(alpha)})
+                kept.append((users.astype(np.float32), items.astype(np.float32), alpha))
+        self.user_samples_ = np.stack([s[0] for s in kept])
+        self.item_samples_ = np.stack([s[1] for s in kept])
+        self.alpha_samples_ = np.array([s[2] for s in kept])
         return self
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "samples_"):
+        if not hasattr(self, "user_samples_"):
             raise ValueError("this BayesianMF is not fitted yet; call fit(ratings) first.")
 
-    def predict(self, df: pd.DataFrame, unknown: str = "raise") -> np.ndarray:
-        """Posterior-mean predicted ratings for the rows of ``df``, clipped to the training range.
-
-        ``unknown="bias"`` scores an unseen user (item) with the item's (user's) average bias
-        alone; ``"raise"`` raises ``KeyError`` naming the id.
-        """
+    def _encode(self, ratings: pd.DataFrame, unknown: str) -> tuple[np.ndarray, np.ndarray]:
         self._check_fitted()
         if unknown not in ("raise", "bias"):
             raise ValueError(f"unknown must be 'raise' or 'bias', got {unknown!r}.")
-        validate_ratings(df, columns=("user", "item"), allow_duplicates=True, allow_empty=True)
+        validate_ratings(ratings, columns=("user", "item"), allow_duplicates=True,
+                         allow_empty=True)
         policy = "ignore" if unknown == "bias" else "raise"
-        u = self.users_.encode(df["user"].to_numpy(), unknown=policy)
-        i = self.items_.encode(df["item"].to_numpy(), unknown=policy)
+        return (self.users_.encode(ratings["user"].to_numpy(), unknown=policy),
+                self.items_.encode(ratings["item"].to_numpy(), unknown=policy))
+
+    def sample_predictions(self, ratings: pd.DataFrame, unknown: str = "raise") -> np.ndarray:
+        """Each kept sample's unclipped score for each row of ``ratings``, ``(n_samples, n)``.
+
+        .. math:: s^{(t)}_{ui} = \\mu + b^{(t)}_u + c^{(t)}_i + p^{(t)}_u \\cdot q^{(t)}_i
+
+        ``unknown="bias"`` leaves out the terms of an unseen user (item): the known side's
+        bias alone; ``"raise"`` raises ``KeyError`` naming the id.
+        """
+        u, i = self._encode(ratings, unknown)
         known_u, known_i = u >= 0, i >= 0
-        both = known_u & known_i
-        total = np.zeros(len(df))
-        for s in self.samples_:
-            pu, qi = s["user"][np.maximum(u, 0)], s["item"][np.maximum(i, 0)]
-            total += np.where(known_u, pu[:, 0], 0) + np.where(known_i, qi[:, 0], 0)
-            total += np.where(both, (pu[:, 1:] * qi[:, 1:]).sum(1), 0)
-        return np.clip(self.global_mean_ + total / len(self.samples_), *self.rating_range_)
+        pu = self.user_samples_[:, np.maximum(u, 0)] * known_u[None, :, None]   # (S, n, k+1)
+        qi = self.item_samples_[:, np.maximum(i, 0)] * known_i[None, :, None]
+        return (self.global_mean_ + pu[..., 0] + qi[..., 0]
+                + np.einsum("snk,snk->sn", pu[..., 1:], qi[..., 1:]))
+
+    def predict(self, ratings: pd.DataFrame, unknown: str = "raise",
+                return_fallback: bool = False):
+        """Posterior-mean predicted ratings for the rows of ``ratings``, clipped to the training range.
+
+        .. math:: \\hat r_{ui} = \\frac1T \\sum_t s^{(t)}_{ui}
+
+        Parameters
+        ----------
+        unknown : {"raise", "bias"}
+            An unseen user or item raises ``KeyError`` naming it, or falls back to the
+            global mean plus the known side's bias.
+        return_fallback : bool
+            Also return a boolean array, True for the rows that fell back.
+        """
+        u, i = self._encode(ratings, unknown)
+        out = np.empty(len(ratings))
+        for start in range(0, len(ratings), 8192):  # bounds the (S, rows, k) memory
+            chunk = ratings.iloc[start:start + 8192]
+            out[start:start + len(chunk)] = self.sample_predictions(chunk, unknown).mean(0)
+        out = np.clip(out, *self.rating_range_)
+        return (out, (u < 0) | (i < 0)) if return_fallback else out
+
+    def score_matrix(self) -> np.ndarray:
+        """Every user's posterior-average score for every item, ``(n_users, n_items)``, unclipped.
+
+        The factor part is ``(1/T) Σ_t P_t Q_tᵀ``: the samples' factors side by side,
+        ``[P_1 … P_T] [Q_1 … Q_T]ᵀ``, make it one product.
+        """
+        self._check_fitted()
+        n_samples, n_users, _ = self.user_samples_.shape
+        p = np.moveaxis(self.user_samples_[..., 1:], 0, 1).reshape(n_users, -1)  # (U, T·k)
+        q = np.moveaxis(self.item_samples_[..., 1:], 0, 1).reshape(len(self.items_), -1)
+        bias_u, bias_i = self.user_samples_[..., 0].mean(0), self.item_samples_[..., 0].mean(0)
+        return (self.global_mean_ + bias_u[:, None] + bias_i[None, :]
+                + (p.astype(np.float64) @ q.T.astype(np.float64)) / n_samples)
+
+    def top_k(self, k: int = 10, exclude: pd.DataFrame | None = None) -> dict:
+        """The ``k`` best items for every user by :meth:`score_matrix`, as raw ids, best first.
+
+        ``exclude``: ``user, item`` pairs never to recommend; ``None`` excludes the training
+        pairs. Returns ``{user id: array of item ids}``; ties keep the lower item position first.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}.")
+        scores = self.score_matrix()
+        if exclude is None:
+            indptr, indices = self._rated
+            rows = np.repeat(np.arange(len(self.users_)), np.diff(indptr))
+            scores[rows, indices] = -np.inf
+        else:
+            u = self.users_.encode(exclude["user"].to_numpy(), unknown="ignore")
+            i = self.items_.encode(exclude["item"].to_numpy(), unknown="ignore")
+            keep = (u >= 0) & (i >= 0)
+            scores[u[keep], i[keep]] = -np.inf
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]                 # (U, k)
+        allowed = np.take_along_axis(scores, order, axis=1) > -np.inf
+        ids = self.items_.decode(order)
+        return {user: ids[row][allowed[row]] for row, user in enumerate(self.users_.ids_.tolist())}

@@ -1,0 +1,256 @@
+"""The compiled engine raced against cornac's MF, and against the PyTorch path on ML-100k.
+
+`python benchmarks/bench.py --only cornac --ratings N` (the section of benchmarks/RESULTS.md).
+
+Part 1, the race. Planted ratings of ML-25M's shape at N ratings (99% train, 1% held out, the
+split of the throughput section). Both libraries train the same biased dot-product model with
+64 factors, on the same 0-based id arrays, on 2 threads:
+
+- cornac 3.x `MF(k=64, use_bias=True, num_threads=2)`: plain SGD at a constant learning rate,
+  Cython + OpenMP, visiting the ratings in the order given, with `lambda_reg` at its default
+  0.02. To read the held-out RMSE after every epoch we call the function `MF.fit` calls,
+  `cornac.models.mf.backend_cpu.fit_sgd`, one epoch at a time on the same arrays (its learning
+  rate is constant and it does not shuffle, so this is the same run as `max_iter` epochs), with
+  `MF._init`'s initialisation (N(0, 0.01) factors, zero biases).
+- ours: `cfcourse.compiled.fit_compiled`, row-wise Adagrad per rating, `order="by_user"`,
+  `reg=0.05` (cfcourse's COMPILED_DEFAULTS), one-cycle schedule over the run's epochs.
+
+Each library's learning rate is chosen from a grid of three values on an inner 90/10 split of
+the training part (same budget); the held-out 1% is then used once per run. Time to target:
+the target is cornac's best held-out RMSE over EPOCHS epochs; cornac's time is its training
+time up to that epoch; ours is the shortest of several epoch budgets whose final held-out RMSE
+reaches the target (each budget is its own run, since the one-cycle schedule depends on it).
+Evaluation is outside every clock. One seed each (a speed race); accuracy is compared under
+the seed protocol in part 2.
+
+Part 2, ML-100k: cfcourse.fit(engine="compiled") against cfcourse.fit(engine="torch") with
+its DEFAULTS, each tuned with the budget `--only tune` gave the torch DEFAULTS (54 settings of
+n_factors x epochs x lr x reg, on an inner split of the training part), held out on
+random_split(ml-100k, valid_pct=0.1, seed=42), three seeds each.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+TITLE = "The compiled engine against cornac's MF, and against the PyTorch path on ML-100k"
+SIZED = True
+
+N_FACTORS = 64
+THREADS = 2
+EPOCHS = 10  # cornac's run (and every tuning run)
+CORNAC_LRS = (0.005, 0.01, 0.02)
+CORNAC_REG = 0.02  # cornac's default lambda_reg
+OURS_LRS = (0.05, 0.1, 0.2)
+OURS_REG, OURS_REG_BIAS = 0.05, 0.01
+OURS_BUDGETS = (2, 3, 4, 6, 10)  # epoch budgets tried for time to target
+# Part 2's grid: the same size as benchmarks/bench.py's TUNE_GRID["dot_bias"] (3 x 3 x 2 x 3);
+# lr and reg are ranges for a step per rating.
+ML100K_GRID = {"n_factors": [32, 64, 128], "epochs": [8, 12, 16], "lr": [0.05, 0.1],
+               "reg": [0.02, 0.05, 0.1]}
+SEEDS = (0, 1, 2)
+
+
+def _data(n_ratings: int):
+    from cfcourse.data import ML25M_SHAPE, planted_ratings, random_split
+
+    shape = {**ML25M_SHAPE, "n_ratings": n_ratings}
+    start = time.perf_counter()
+    world = planted_ratings(**shape, n_factors=32, seed=0)
+    seconds = time.perf_counter() - start
+    train, valid = random_split(world.ratings, valid_pct=0.01, seed=0)
+    note = (f"Data: planted_ratings at ML-25M's shape, {n_ratings:,} ratings (generated in "
+            f"{seconds:.1f} s; noise floor RMSE {world.noise_floor:.3f}); 99% train "
+            f"({len(train):,}), 1% held out.")
+    return shape, train, valid, note
+
+
+def _arrays(frame):
+    users = frame["user"].to_numpy().astype(np.int64) - 1
+    items = frame["item"].to_numpy().astype(np.int64) - 1
+    return users, items, frame["rating"].to_numpy().astype(np.float32)
+
+
+def _rmse(pred, truth) -> float:
+    return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - truth) ** 2)))
+
+
+def _cornac_run(shape, fit, held, lr, epochs):
+    """(held-out RMSE after each epoch, training seconds of each epoch) of cornac's SGD."""
+    from cornac.models.mf import backend_cpu
+    from cornac.utils.init_utils import normal
+
+    u, i, r = fit
+    hu, hi, hr = held
+    rng = np.random.RandomState(0)
+    big_u = normal([shape["n_users"], N_FACTORS], std=0.01, random_state=rng, dtype=np.float32)
+    big_v = normal([shape["n_items"], N_FACTORS], std=0.01, random_state=rng, dtype=np.float32)
+    bu = np.zeros(shape["n_users"], np.float32)
+    bi = np.zeros(shape["n_items"], np.float32)
+    mu = np.float32(r.mean())
+    curve, seconds = [], []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        backend_cpu.fit_sgd(u, i, r, big_u, big_v, bu, bi, lr, CORNAC_REG, mu, 1, THREADS,
+                            True, False, False)
+        seconds.append(time.perf_counter() - start)
+        pred = mu + bu[hu] + bi[hi] + np.einsum("nk,nk->n", big_u[hu], big_v[hi])
+        curve.append(_rmse(np.clip(pred, 0.5, 5.0), hr))  # both clip to the star range
+    return curve, seconds
+
+
+def _ours_run(shape, fit, held, lr, epochs):
+    """(held-out RMSE after each epoch, training seconds of each epoch) of fit_compiled."""
+    from cfcourse.compiled import fit_compiled
+    from cfcourse.models.sparse_dot_bias import SparseDotBias
+
+    u, i, r = fit
+    x = torch.from_numpy(np.stack([u, i], 1))
+    y = torch.from_numpy(r)
+    xh = torch.from_numpy(np.stack(held[:2], 1))
+    torch.manual_seed(0)
+    model = SparseDotBias(shape["n_users"], shape["n_items"], N_FACTORS, mean=float(r.mean()),
+                          y_range=(0.5, 5.0))
+    curve, stamps = [], [time.perf_counter()]
+
+    def after(epoch, model):
+        stamps.append(time.perf_counter())
+        curve.append(_rmse(model.predict(xh).numpy(), held[2]))
+        stamps[-1] += time.perf_counter() - stamps[-1]  # evaluation off the clock
+
+    fit_compiled(model, x, y, epochs=epochs, lr=lr, reg=OURS_REG, reg_bias=OURS_REG_BIAS,
+                 seed=0, order="by_user", threads=THREADS, callback=after)
+    return curve, list(np.diff(stamps))
+
+
+def _race(n_ratings: int) -> list[str]:
+    from cfcourse.compare import inner_split
+
+    shape, train, valid, note = _data(n_ratings)
+    fit_part, tune_part = inner_split(train, valid_pct=0.1, seed=0)
+    inner = _arrays(fit_part), _arrays(tune_part)
+    # warm-up: numba compiles (or loads) its kernel, OpenMP starts its threads
+    small = tuple(a[:10_000] for a in inner[0])
+    _ours_run(shape, small, inner[1], 0.1, 1)
+    _cornac_run(shape, small, inner[1], 0.01, 1)
+    rows = [note, "", "Learning rate tuned on an inner 90/10 split of the training part, "
+            f"{EPOCHS} epochs each (final inner RMSE; the held-out 1% is not used):", "",
+            "| library | lr | inner-split RMSE |", "|---|---:|---:|"]
+    best = {}
+    for name, run, grid in (("cornac MF", _cornac_run, CORNAC_LRS),
+                            ("ours, compiled", _ours_run, OURS_LRS)):
+        scores = {lr: run(shape, *inner, lr, EPOCHS)[0][-1] for lr in grid}
+        best[name] = min(scores, key=scores.get)
+        rows += [f"| {name} | {lr} | {s:.4f} |" for lr, s in scores.items()]
+    del inner, fit_part, tune_part
+    full, held = _arrays(train), _arrays(valid)
+    n = len(full[0])
+    c_curve, c_sec = _cornac_run(shape, full, held, best["cornac MF"], EPOCHS)
+    target_epoch = int(np.argmin(c_curve))
+    target = c_curve[target_epoch]
+    c_time = float(np.sum(c_sec[: target_epoch + 1]))
+    ours = {}
+    for budget in OURS_BUDGETS:
+        ours[budget] = _ours_run(shape, full, held, best["ours, compiled"], budget)
+        if ours[budget][0][-1] <= target:
+            break
+    reached = [b for b, (curve, _) in ours.items() if curve[-1] <= target]
+    c_epoch = float(np.median(c_sec))
+    rows += ["", f"Held-out RMSE and speed, {n:,} training ratings, {N_FACTORS} factors, "
+             f"{THREADS} threads each:", "",
+             "| run | seconds / epoch (median) | ratings / s | held-out RMSE per epoch |",
+             "|---|---:|---:|---|"]
+    rows.append(f"| cornac MF, lr={best['cornac MF']}, lambda_reg={CORNAC_REG}, {EPOCHS} epochs "
+                f"| {c_epoch:.2f} | {n / c_epoch:,.0f} | "
+                f"{', '.join(f'{v:.4f}' for v in c_curve)} |")
+    for budget, (curve, sec) in ours.items():
+        o_epoch = float(np.median(sec))
+        rows.append(f"| ours, fit_compiled by_user, lr={best['ours, compiled']}, reg={OURS_REG},"
+                    f" {budget} epochs | {o_epoch:.2f} | {n / o_epoch:,.0f} | "
+                    f"{', '.join(f'{v:.4f}' for v in curve)} |")
+    rows += ["", f"Target: cornac's best held-out RMSE, {target:.4f}, reached after "
+             f"{target_epoch + 1} epochs in {c_time:.1f} s of training."]
+    if reached:
+        o_time = float(np.sum(ours[reached[0]][1]))
+        rows.append(f"Ours reaches it with a {reached[0]}-epoch run "
+                    f"(RMSE {ours[reached[0]][0][-1]:.4f}) in {o_time:.1f} s: "
+                    f"{c_time / o_time:.1f}× sooner.")
+    else:
+        rows.append(f"Ours does not reach it within the budgets {OURS_BUDGETS}; its best "
+                    f"is {min(min(c) for c, _ in ours.values()):.4f}.")
+    ours_epoch = float(np.median(np.concatenate([s for _, s in ours.values()])))
+    rows.append(f"Per epoch, ours against cornac: {c_epoch / ours_epoch:.1f}× "
+                "(median epoch over all of ours' runs; both on the same data and threads).")
+    return rows
+
+
+def _ml100k() -> list[str]:
+    import cfcourse
+    from cfcourse.compare import clearly_better, grid_search, inner_split, summarize
+    from cfcourse.data import load_movielens, random_split
+    from cfcourse.metrics import rmse
+    from cfcourse.recommender import DEFAULTS
+
+    train, valid = random_split(load_movielens("ml-100k"), valid_pct=0.1, seed=42)
+
+    def score(params, fit_part, tune_part):
+        model = cfcourse.fit(fit_part, engine="compiled", **params)
+        return rmse(model.predict(tune_part, unknown="bias"), tune_part["rating"])
+
+    start = time.perf_counter()
+    result = grid_search(train, ML100K_GRID, score, valid_pct=0.1, seed=0)
+    tune_s = time.perf_counter() - start
+    chosen = result.best_params
+    runs = []
+    for label, opts in (("torch, DEFAULTS", {"engine": "torch"}),
+                        ("compiled, tuned", {"engine": "compiled", **chosen})):
+        for seed in SEEDS:
+            start = time.perf_counter()
+            model = cfcourse.fit(train, seed=seed, **opts)
+            seconds = time.perf_counter() - start
+            error = rmse(model.predict(valid, unknown="bias"), valid["rating"])
+            runs.append({"method": label, "seed": seed, "rmse": error, "seconds": seconds})
+    frame = pd.DataFrame(runs)
+    table = summarize(frame, by="method", value="rmse")
+    secs = summarize(frame, by="method", value="seconds", digits=2)
+    top = result.table.sort_values("score").head(5)
+    torch_defaults = {k: DEFAULTS["dot_bias"][k] for k in ML100K_GRID}
+    rows = ["", "### ML-100k: cfcourse.fit, compiled against torch", "",
+            "Split: `random_split(load_movielens('ml-100k'), valid_pct=0.1, seed=42)`. The "
+            "compiled engine was tuned with the torch DEFAULTS' budget (54 settings): "
+            + ", ".join(f"`{k}` ∈ {v}" for k, v in ML100K_GRID.items())
+            + f", on an inner 90/10 split of the training part ({tune_s:.0f} s). The torch "
+            f"path uses its DEFAULTS ({torch_defaults}, bs=4096, fused_row_adagrad). Five best "
+            "compiled settings (inner-split RMSE):", "",
+            "| " + " | ".join(top.columns) + " |", "|" + "---:|" * len(top.columns)]
+    rows += ["| " + " | ".join(f"{v:.4f}" if c == "score" else str(v) for c, v in r.items())
+             + " |" for r in top.to_dict("records")]
+    rows += ["", f"Held out, seeds {SEEDS} (fit time includes building the vocabulary):", "",
+             "| method | held-out RMSE, mean ± sd | fit seconds, mean ± sd |", "|---|---:|---:|"]
+    rows += [f"| {m} | {table.loc[m, 'mean ± sd']} | {secs.loc[m, 'mean ± sd']} |"
+             for m in table.index]
+    a = frame[frame.method == "compiled, tuned"]["rmse"]
+    b = frame[frame.method == "torch, DEFAULTS"]["rmse"]
+    verdict = ("compiled clearly better" if clearly_better(a, b) else "torch clearly better"
+               if clearly_better(b, a) else "a tie (gap within the seed spread)")
+    rows += ["", f"Accuracy: {verdict}. Chosen COMPILED_DEFAULTS: {chosen}.",
+             "The compiled runs use every numba thread, so they are not bit-for-bit "
+             "reproducible; the torch runs are."]
+    return rows
+
+
+def run(n_ratings: int = 5_000_000) -> list[str]:
+    import numba
+
+    rows = [f"cornac {__import__('cornac').__version__}, numba {numba.__version__} "
+            f"({numba.config.NUMBA_NUM_THREADS} threads available; {THREADS} used). "
+            "Wall-clock times on a shared machine: read the ratios.", ""]
+    try:
+        rows += _race(n_ratings)
+    except MemoryError:
+        rows += [f"Not measured at {n_ratings:,} ratings: out of memory on this machine."]
+    return rows + _ml100k()
