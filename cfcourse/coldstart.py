@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from cfcourse.data.validate import validate_ratings
+from cfcourse.models.base import Params, check_fitted
 from cfcourse.recommender import Recommender
 
 __all__ = ["AGE_EDGES", "MetadataRidge", "embedding_table", "item_features",
@@ -92,7 +93,7 @@ def embedding_table(model: Recommender, side: str = "user") -> pd.DataFrame:
                         index=pd.Index(ids, name=side))
 
 
-class MetadataRidge:
+class MetadataRidge(Params):
     """Ridge regression from metadata features to learned vectors, in closed form.
 
     Parameters
@@ -152,8 +153,7 @@ class MetadataRidge:
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """Predicted vectors, one row per row of ``features``, columns as the targets."""
-        if not hasattr(self, "coef_"):
-            raise RuntimeError("this MetadataRidge is not fitted yet; call fit first.")
+        check_fitted(self, "coef_")
         if list(features.columns) != self.feature_names_:
             raise ValueError("features have other columns than at fit time; build the features "
                              "of old and new ids in one call so the one-hot columns agree.")

@@ -43,6 +43,7 @@ from cfcourse import env
 from cfcourse.data.encode import IdIndex
 from cfcourse.data.validate import validate_ratings
 from cfcourse.metrics import rmse
+from cfcourse.models.base import Params, check_fitted
 from cfcourse.models.baselines import BiasBaseline
 from cfcourse.models.neural import CollabNN
 from cfcourse.models.sparse_dot_bias import SparseDotBias
@@ -72,10 +73,6 @@ _FORMAT = "cfcourse-recommender-2"
 _NOT_HYPERPARAMETERS = ("kind", "engine", "rating_range", "device", "random_state")
 
 
-class NotFittedError(RuntimeError):
-    """A fitted attribute or method was used before :meth:`Recommender.fit`."""
-
-
 def _check_k(k) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
         raise ValueError(f"k must be a positive integer number of results, got {k!r}.")
@@ -86,7 +83,7 @@ def _weights(table: torch.nn.Embedding) -> np.ndarray:
     return table.weight.detach().cpu().numpy()
 
 
-class Recommender:
+class Recommender(Params):
     """Matrix factorisation with biases (``kind="dot_bias"``) or a neural network (``"nn"``).
 
     .. math:: \\hat r_{ui} = \\mu + b_u + b_i + p_u \\cdot q_i \\qquad (\\text{kind="dot_bias"})
@@ -152,22 +149,6 @@ class Recommender:
         self.engine, self.order, self.threads = engine, order, threads
         self.rating_range, self.device, self.random_state = rating_range, device, random_state
 
-    # -- scikit-learn's estimator protocol --------------------------------------------------
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> dict:
-        """The constructor's arguments, as given (``None`` where a default applies)."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params) -> Recommender:
-        """Change hyperparameters; refit to use them. Returns ``self``."""
-        _check_names(params)
-        for name, value in params.items():
-            setattr(self, name, value)
-        return self
-
     def __repr__(self) -> str:
         given = {k: v for k, v in self.get_params().items()
                  if v is not None and not (k == "kind" and v == "dot_bias")
@@ -181,9 +162,7 @@ class Recommender:
                 f"{len(self.items_):,} items")
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "network_"):
-            raise NotFittedError("this Recommender is not fitted yet; call "
-                                 ".fit(ratings) first (or cfcourse.fit(ratings)).")
+        check_fitted(self, "network_")
 
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, ratings: pd.DataFrame, callback=None) -> Recommender:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-__all__ = ["INDEX_KINDS", "ServingLoop", "build_index", "exact_top_k", "index_bytes",
+__all__ = ["INDEX_KINDS", "ServingLoop", "build_index", "exact_top_k", "factor_table", "index_bytes",
            "measure_search", "mips_query", "mips_transform", "recall_at_k_vs_exact",
            "search"]
 
@@ -94,6 +94,25 @@ def exact_top_k(queries, items, k: int = 10, exclude: Mapping | None = None
     order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
     top = np.take_along_axis(top, order, axis=1)
     return np.take_along_axis(scores, top, axis=1), top
+
+
+def factor_table(n_items: int, n_factors: int = 64, n_users: int = 1000, n_clusters: int = 64,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic ``(users, items)`` factor tables shaped like learned ones, for scale tests.
+
+    Learned factors are not uniform noise: items form taste clusters, and popular items
+    have longer vectors. Here each item is a cluster centre plus noise, its length scaled
+    by a log-normal "popularity"; users are drawn around the same centres. Synthetic, and
+    said so wherever it is used.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, n_factors))
+    def around(n):  # points near random centres, shape (n, n_factors)
+        return centres[rng.integers(0, n_clusters, n)] + 0.7 * rng.normal(size=(n, n_factors))
+    items = around(n_items) * rng.lognormal(0.0, 0.3, size=(n_items, 1))
+    users = around(n_users)
+    return (users / np.sqrt(n_factors)).astype(np.float32), (items / np.sqrt(n_factors)
+                                                             ).astype(np.float32)
 
 
 def _check_k(k, n_items: int) -> int:

@@ -82,21 +82,29 @@ def test_sparse_model_in_a_learner_touches_only_batch_rows(split):
         learn.fit(1, 1e-2)
     changed = (model.user_factors.weight.detach().cpu() != before).any(dim=1)
     assert not changed[0], "the #na# row is never looked up in training"
-    assert changed.sum() > 0
+    # one epoch looks up every training user once or more, and no one else (user 999 is
+    # in the validation set only): exactly those rows may move under SparseAdam
+    position = {user: row for row, user in enumerate(dls.classes["user"])}
+    trained = sorted(position[u] for u in train["user"].unique())
+    assert changed.nonzero().view(-1).tolist() == trained
+    assert not changed[position[999]], "a validation-only user's row must not move"
 
 
-def test_row_l2_adds_the_penalty_only_in_training():
+@pytest.mark.parametrize("training", [True, False])
+def test_row_l2_adds_the_penalty_only_in_training(training):
     model = SparseDotBias(3, 3, 2, mean=0.0)
     with torch.no_grad():
         model.user_factors.weight.fill_(1.0)
     callback = RowL2(reg=0.5, reg_bias=0.0)
     learn = type("FakeLearner", (), {})()
     learn.model, learn.xb, learn.loss_grad, learn.training = model, (torch.tensor([[1, 1]]),), \
-        torch.tensor(1.0), True
+        torch.tensor(1.0), training
     callback.learn = learn
     callback.after_loss()
     item = model.item_factors.weight[1].pow(2).sum().item()
-    assert learn.loss_grad.item() == pytest.approx(1.0 + 0.5 * (2.0 + item))
+    # user row 1 is (1, 1): |p|^2 = 2; validation losses must stay the plain MSE
+    expected = 1.0 + 0.5 * (2.0 + item) if training else 1.0
+    assert learn.loss_grad.item() == pytest.approx(expected)
 
 
 def test_loaders_name_the_split_with_bad_input(split):

@@ -32,8 +32,12 @@ def source(cell: dict) -> str:
     return "".join(cell["source"])
 
 
-def test_there_are_chapters():
-    assert len(CHAPTERS) >= 2
+def test_chapter_files_are_numbered_in_toc_order():
+    """The book numbers chapters by their place in _toc.yml; their file names must agree."""
+    files = [Path(f).name for f in toc_files() if f.startswith("chapters/")]
+    numbers = [int(m.group(1)) if (m := re.match(r"(\d\d)_", f)) else None for f in files]
+    assert numbers == list(range(len(files))), (
+        f"_toc.yml lists the chapters as {files}: number them 00, 01, ... in that order")
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)

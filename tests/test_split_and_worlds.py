@@ -128,7 +128,19 @@ def test_planted_ratings_rejects_impossible_sizes():
         planted_ratings(n_users=10, n_items=10, n_ratings=60)
     with pytest.raises(ValueError, match="at least 1"):
         planted_ratings(n_factors=0)
-    assert ML25M_SHAPE["n_ratings"] == 25_000_095
+
+
+def test_ml25m_shape_shrunk_as_chapter_9_does_is_a_valid_world():
+    # Chapters 9 and 10 and the benchmarks build data "of ML-25M's shape" at smaller sizes by
+    # shrinking users and films by sqrt(share): the shape must survive that (enough pairs).
+    share = 20_000 / ML25M_SHAPE["n_ratings"]
+    shape = {k: round(v * share ** 0.5) for k, v in ML25M_SHAPE.items() if k != "n_ratings"}
+    data = planted_ratings(**shape, n_ratings=20_000, seed=0)
+    assert len(data.ratings) == 20_000
+    assert not data.ratings.duplicated(["user", "item"]).any()
+    density = 20_000 / (shape["n_users"] * shape["n_items"])
+    full = ML25M_SHAPE["n_ratings"] / (ML25M_SHAPE["n_users"] * ML25M_SHAPE["n_items"])
+    assert density == pytest.approx(full, rel=1e-3), "shrinking by sqrt keeps the density"
 
 
 def test_write_ratings_csv_uses_the_real_layout(tmp_path):

@@ -13,6 +13,7 @@ import pandas as pd
 
 from cfcourse.data.encode import IdIndex
 from cfcourse.data.validate import validate_ratings
+from cfcourse.models.base import Params, check_fitted
 
 __all__ = ["BiasBaseline", "GlobalMean"]
 
@@ -26,12 +27,7 @@ def _check_query(df: pd.DataFrame, unknown: str) -> None:
     validate_ratings(df, columns=("user", "item"), allow_duplicates=True)
 
 
-def _check_fitted(model, attribute: str) -> None:
-    if not hasattr(model, attribute):
-        raise RuntimeError(f"this {type(model).__name__} is not fitted yet; call fit(train) first.")
-
-
-class GlobalMean:
+class GlobalMean(Params):
     """Predict the mean training rating for every pair: :math:`\\hat r_{ui} = \\mu`.
 
     The weakest sensible model; any other model must beat its RMSE.
@@ -52,7 +48,7 @@ class GlobalMean:
 
     def predict(self, df: pd.DataFrame, unknown: str = "raise") -> np.ndarray:
         """:math:`\\mu` for every row of ``df``; ``unknown`` is accepted for a common API."""
-        _check_fitted(self, "mean_")
+        check_fitted(self, "mean_")
         _check_query(df, unknown)
         return np.full(len(df), self.mean_)
 
@@ -60,7 +56,7 @@ class GlobalMean:
         return "GlobalMean()"
 
 
-class BiasBaseline:
+class BiasBaseline(Params):
     """User and item biases around the global mean, with damping.
 
     .. math::
@@ -158,7 +154,7 @@ class BiasBaseline:
             What to do with an id that was not in the training data: raise a
             ``KeyError`` naming it, or use a bias of 0 for it.
         """
-        _check_fitted(self, "mean_")
+        check_fitted(self, "mean_")
         _check_query(df, unknown)
         policy = "raise" if unknown == "raise" else "ignore"
         u = self.users_.encode(df["user"], unknown=policy)  # -1 where unknown

@@ -17,7 +17,8 @@ import scipy.sparse as sp
 
 from cfcourse.data.encode import IdIndex
 from cfcourse.data.validate import validate_ratings
-from cfcourse.models.baselines import BiasBaseline, _check_fitted, _check_query
+from cfcourse.models.base import Params, check_fitted
+from cfcourse.models.baselines import BiasBaseline, _check_query
 
 __all__ = ["KNNRegressor", "centred_cosine"]
 
@@ -88,7 +89,7 @@ def _neighbour_average(weights: np.ndarray, values: np.ndarray, k: int):
     return mean, found
 
 
-class KNNRegressor:
+class KNNRegressor(Params):
     """User-based or item-based k-NN on baseline residuals.
 
     .. math::
@@ -197,7 +198,7 @@ class KNNRegressor:
             Also return a boolean array: True where at least one neighbour
             contributed, False where the baseline alone answered.
         """
-        _check_fitted(self, "similarity_")
+        check_fitted(self, "similarity_")
         _check_query(df, unknown)
         rows, cols = self._codes(df, "raise" if unknown == "raise" else "ignore")
         pred = self.baseline_.predict(df, unknown="bias")
