@@ -119,7 +119,7 @@ def test_unknown_ids_and_bad_parameters(planted):
         BayesianMF(n_iter=5, burn_in=5).fit(train)
     with pytest.raises(ValueError, match="n_factors"):
         BayesianMF(n_factors=0).fit(train)
-    with pytest.raises(ValueError, match="no parameter"):
+    with pytest.raises(ValueError, match="unknown parameter"):
         BayesianMF().set_params(rank=3)
     assert BayesianMF().set_params(n_iter=7).get_params()["n_iter"] == 7
 
@@ -192,3 +192,12 @@ def test_clone_shape_and_fit_starts_from_scratch(planted):
     _, fell_back = model.predict(pd.DataFrame({"user": [999], "item": [0]}), unknown="bias",
                                  return_fallback=True)
     assert fell_back.tolist() == [True]
+
+
+def test_sklearn_clone_gives_an_unfitted_copy(planted):
+    clone = pytest.importorskip("sklearn.base").clone
+    train, test = planted
+    model = BayesianMF(n_factors=2, n_iter=5, burn_in=1, random_state=2).fit(train)
+    copy = clone(model)
+    assert copy.get_params() == model.get_params() and not hasattr(copy, "user_samples_")
+    np.testing.assert_array_equal(copy.fit(train).predict(test), model.predict(test))

@@ -38,11 +38,9 @@ import scipy.sparse as sp
 
 from cfcourse.data.encode import IdIndex
 from cfcourse.data.validate import validate_ratings
+from cfcourse.models.base import Params, check_fitted
 
 __all__ = ["BayesianMF", "conditional"]
-
-_PARAMS = ("n_factors", "n_iter", "burn_in", "thin", "init_std", "random_state")
-
 
 def conditional(design: np.ndarray, target: np.ndarray, prior_mean: np.ndarray,
                 prior_precision: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +109,7 @@ def _draw_hyper(rng: np.random.Generator, rows: np.ndarray) -> tuple[np.ndarray,
     return mean, precision
 
 
-class BayesianMF:
+class BayesianMF(Params):
     """Biased matrix factorisation averaged over its posterior (Gibbs sampling).
 
     Parameters
@@ -146,6 +144,12 @@ class BayesianMF:
     trace_ : list of float
         Training RMSE of each sweep's sample (a single draw, not the average).
 
+    Notes
+    -----
+    ``get_params``/``set_params`` come from :class:`~cfcourse.models.base.Params`, so
+    ``sklearn.base.clone`` works; using a method before ``fit`` raises
+    :class:`~cfcourse.models.base.NotFittedError`.
+
     Examples
     --------
     >>> BayesianMF(n_factors=4, n_iter=50).set_params(burn_in=10)
@@ -160,18 +164,6 @@ class BayesianMF:
         self.thin = thin
         self.init_std = init_std
         self.random_state = random_state
-
-    def get_params(self, deep: bool = True) -> dict:
-        """The constructor's arguments, as given (``sklearn.base.clone`` reads them)."""
-        return {name: getattr(self, name) for name in _PARAMS}
-
-    def set_params(self, **params) -> BayesianMF:
-        """Set constructor arguments by name; returns self."""
-        for name, value in params.items():
-            if name not in _PARAMS:
-                raise ValueError(f"BayesianMF has no parameter {name!r}; it has {sorted(_PARAMS)}.")
-            setattr(self, name, value)
-        return self
 
     def __repr__(self) -> str:
         return "BayesianMF(" + ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()) + ")"
@@ -221,12 +213,8 @@ class BayesianMF:
         self.alpha_samples_ = np.array([s[2] for s in kept])
         return self
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "user_samples_"):
-            raise ValueError("this BayesianMF is not fitted yet; call fit(ratings) first.")
-
     def _encode(self, ratings: pd.DataFrame, unknown: str) -> tuple[np.ndarray, np.ndarray]:
-        self._check_fitted()
+        check_fitted(self, "user_samples_")
         if unknown not in ("raise", "bias"):
             raise ValueError(f"unknown must be 'raise' or 'bias', got {unknown!r}.")
         validate_ratings(ratings, columns=("user", "item"), allow_duplicates=True,
@@ -278,7 +266,7 @@ class BayesianMF:
         The factor part is ``(1/T) Σ_t P_t Q_tᵀ``: the samples' factors side by side,
         ``[P_1 … P_T] [Q_1 … Q_T]ᵀ``, make it one product.
         """
-        self._check_fitted()
+        check_fitted(self, "user_samples_")
         n_samples, n_users, _ = self.user_samples_.shape
         p = np.moveaxis(self.user_samples_[..., 1:], 0, 1).reshape(n_users, -1)  # (U, T·k)
         q = np.moveaxis(self.item_samples_[..., 1:], 0, 1).reshape(len(self.items_), -1)
