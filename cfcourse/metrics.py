@@ -32,8 +32,9 @@ import pandas as pd
 from cfcourse.data.validate import validate_ratings
 
 __all__ = [
-    "align_linear", "evaluate_ranking", "linear_recovery_r2", "mae", "ndcg_at_k",
-    "precision_at_k", "recall_at_k", "relevant_items", "rmse",
+    "align_linear", "catalogue_coverage", "check_k", "evaluate_ranking", "full_rank",
+    "linear_recovery_r2", "mae", "ndcg_at_k", "popular_share", "precision_at_k", "recall_at_k",
+    "relevant_items", "rmse", "sampled_hit_rate", "sampled_rank",
 ]
 
 
@@ -103,7 +104,8 @@ def linear_recovery_r2(learned, planted) -> float:
     return float(1 - (residual**2).sum() / (total**2).sum())
 
 
-def _check_k(k) -> int:
+def check_k(k) -> int:
+    """``k`` as an int, or a ``ValueError`` unless it is a positive integer (every top-k check)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
         raise ValueError(f"k must be a positive integer, got {k!r}.")
     return int(k)
@@ -126,7 +128,7 @@ def precision_at_k(ranked: Sequence, relevant: Collection, k: int = 10) -> float
     >>> precision_at_k(["a", "b", "c"], relevant={"a", "z"}, k=2)
     0.5
     """
-    k = _check_k(k)
+    k = check_k(k)
     return float(_hits(ranked, relevant, k).sum() / k)
 
 
@@ -136,7 +138,7 @@ def recall_at_k(ranked: Sequence, relevant: Collection, k: int = 10) -> float:
     >>> recall_at_k(["a", "b", "c"], relevant={"a", "z"}, k=2)
     0.5
     """
-    k = _check_k(k)
+    k = check_k(k)
     _need_relevant(relevant)
     return float(_hits(ranked, relevant, k).sum() / len(relevant))
 
@@ -149,7 +151,7 @@ def ndcg_at_k(ranked: Sequence, relevant: Collection, k: int = 10) -> float:
 
     1 when the relevant items fill the top of the list, 0 when none is in the top ``k``.
     """
-    k = _check_k(k)
+    k = check_k(k)
     _need_relevant(relevant)
     hits = _hits(ranked, relevant, k)
     discount = 1.0 / np.log2(np.arange(2, k + 2))  # rank r -> 1 / log2(r + 1)
@@ -180,7 +182,7 @@ def evaluate_ranking(lists: Mapping, test: pd.DataFrame, k: int = 10,
     Series with ``precision``, ``recall``, ``ndcg``, ``users`` (evaluated) and
     ``skipped`` (users of ``test`` with no relevant item).
     """
-    k = _check_k(k)
+    k = check_k(k)
     relevant = relevant_items(test, threshold)
     if not relevant:
         raise ValueError(f"no test rating reaches {threshold}; nothing is relevant, so "
@@ -292,5 +294,5 @@ def sampled_hit_rate(scores: np.ndarray, positive: np.ndarray, exclude=None, k: 
     >>> sampled_hit_rate(scores, positive=[0, 0], k=1, n_negatives=3)
     0.5
     """
-    k = _check_k(k)
+    k = check_k(k)
     return float((sampled_rank(scores, positive, exclude, n_negatives, seed) < k).mean())

@@ -40,7 +40,7 @@ from cfcourse import env
 from cfcourse.data.archive import read_archive, write_archive
 from cfcourse.data.encode import IdIndex
 from cfcourse.data.validate import validate_ratings
-from cfcourse.metrics import rmse
+from cfcourse.metrics import check_k, rmse
 from cfcourse.models.base import Params, check_fitted
 from cfcourse.models.baselines import BiasBaseline
 from cfcourse.models.neural import CollabNN
@@ -69,12 +69,6 @@ COMPILED_DEFAULTS = {"lr": 0.1, "reg": 0.05, "order": "by_user", "threads": None
 _COMPILED_ONLY = ("order", "threads")
 _FORMAT = "cfcourse-recommender-2"
 _NOT_HYPERPARAMETERS = ("kind", "engine", "rating_range", "device", "random_state")
-
-
-def _check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise ValueError(f"k must be a positive integer number of results, got {k!r}.")
-    return int(k)
 
 
 def _weights(table: torch.nn.Embedding) -> np.ndarray:
@@ -339,7 +333,7 @@ class Recommender(Params):
         dict
             ``{user id: array of item ids}``. Ties keep the lower item position first.
         """
-        k = _check_k(k)
+        k = check_k(k)
         self._check_fitted()
         scores = self.score_matrix() if scores is None else scores
         n_users, n_items = len(self.users_), len(self.items_)
@@ -373,7 +367,7 @@ class Recommender(Params):
         Returns a DataFrame with ``item``, ``title`` (when titles were given at fit time) and
         ``score``. Items the user rated in training are left out unless ``exclude_rated=False``.
         """
-        k = _check_k(k)
+        k = check_k(k)
         self._check_fitted()
         u = int(self.users_.encode([user])[0])
         n = len(self.items_)
@@ -387,7 +381,7 @@ class Recommender(Params):
 
     def similar_items(self, item, k: int = 10) -> pd.DataFrame:
         """The ``k`` items whose factor vectors have the highest cosine similarity to ``item``."""
-        k = _check_k(k)
+        k = check_k(k)
         self._check_fitted()
         i = int(self.items_.encode([item])[0])
         factors = self.item_factors_

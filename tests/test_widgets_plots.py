@@ -33,10 +33,23 @@ def test_explorer_rejects_unknown_person():
         pizza_explorer(world, person=3)
 
 
-def test_plots_draw_what_they_are_given():
-    ax = plot_losses({"train": [3, 2, 1], "valid": [3, 2.5, 2.4]}, floor=0.5, log=True)
-    assert len(ax.get_lines()) == 3 and ax.get_yscale() == "log"
+def test_loss_plot_draws_each_curve_at_its_values():
+    curves = {"train": [3, 2, 1], "valid": [3, 2.5, 2.4]}
+    ax = plot_losses(curves, floor=0.5, log=True)
+    drawn = {line.get_label(): line for line in ax.get_lines()}
+    for name, values in curves.items():
+        assert np.allclose(drawn[name].get_xdata(), [1, 2, 3]), "epochs count from 1"
+        assert np.allclose(drawn[name].get_ydata(), values), f"{name} is drawn at its values"
+    assert np.allclose(drawn["noise floor"].get_ydata(), 0.5) and ax.get_yscale() == "log"
+
+
+def test_recovery_plot_puts_a_linear_copy_on_the_diagonal():
     rng = np.random.default_rng(0)
     truth = rng.normal(size=(20, 3))
     axes = plot_recovery(truth @ rng.normal(size=(3, 3)), truth, ["a", "b", "c"])
-    assert len(axes) == 3 and axes[0].get_xlabel() == "planted a"
+    for k, ax in enumerate(axes):
+        points = ax.collections[0].get_offsets()
+        assert np.allclose(points[:, 0], truth[:, k]), "x is the planted factor"
+        assert np.allclose(points[:, 1], points[:, 0], atol=1e-8), (
+            "learned factors that are a linear map of the planted ones land on the diagonal")
+    assert axes[0].get_xlabel() == "planted a"
