@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 if real:
                     torch.cuda.synchronize()
                 seconds = time.perf_counter() - start
-            expect(model.device.type == dev.type, f"model on {model.device}")
+            expect(model.device_.type == dev.type, f"model on {model.device_}")
             pred = model.predict(known)
             score = rmse(pred, known["rating"])
             expect(np.isfinite(score) and score < mean_rmse,
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 on_cpu = cfcourse.load(path, device="cpu")
                 with scale_set(gpu_scale):
                     on_dev = cfcourse.load(path)
-            expect(on_dev.device.type == dev.type and on_cpu.device.type == "cpu", "load device")
+            expect(on_dev.device_.type == dev.type and on_cpu.device_.type == "cpu", "load device")
             gap = float(np.abs(on_cpu.predict(known) - pred).max())
             expect(gap < 1e-4 and np.allclose(on_dev.predict(known), pred, atol=1e-6),
                    f"reloaded predictions differ by {gap:.2e}")
