@@ -43,6 +43,7 @@ from cfcourse.data.validate import validate_ratings
 from cfcourse.metrics import check_k, rmse
 from cfcourse.models.base import Params, check_fitted
 from cfcourse.models.baselines import BiasBaseline
+from cfcourse.models.bayesian import BayesianMF
 from cfcourse.models.neural import CollabNN
 from cfcourse.models.sparse_dot_bias import SparseDotBias
 from cfcourse.train import fit_plain, fit_sparse
@@ -56,6 +57,9 @@ DEFAULTS = {
     "dot_bias": {"n_factors": 32, "epochs": 12, "lr": 0.2, "bs": 4096, "reg": 0.1,
                  "reg_bias": 0.01, "optimizer": "fused_row_adagrad"},
     "nn": {"layers": [100, 50], "dropout": 0.1, "epochs": 5, "lr": 3e-3, "bs": 1024, "wd": 0.01},
+    # Gibbs sampling learns its prior's scale, so there is no L2 or learning rate to tune; rank
+    # and sweeps as in benchmarks/RESULTS.md's Bayesian section (the peer myFM's settings).
+    "bayes": {"n_factors": 10, "n_iter": 200, "burn_in": 20, "thin": 1},
 }
 KINDS = tuple(DEFAULTS)
 ENGINES = ("torch", "compiled", "auto")
@@ -82,7 +86,7 @@ class Recommender(Params):
 
     Parameters
     ----------
-    kind : {"dot_bias", "nn"}
+    kind : {"dot_bias", "nn", "bayes"}
         ``"dot_bias"``: the model above, trained with row-sparse updates
         (:class:`~cfcourse.models.sparse_dot_bias.SparseDotBias`); the course's best model.
         ``"nn"``: :class:`~cfcourse.models.neural.CollabNN`, embeddings into an MLP.
@@ -101,6 +105,12 @@ class Recommender(Params):
         compiled on the CPU when numba imports, torch otherwise.
     order, threads : optional
         The compiled engine's visiting order and thread count (:mod:`cfcourse.compiled`).
+    n_iter, burn_in, thin : optional
+        ``kind="bayes"``: Bayesian MF by Gibbs sampling
+        (:class:`~cfcourse.models.bayesian.BayesianMF`, with ``n_factors``): sweeps in all,
+        sweeps discarded, and keep every ``thin``-th sample. It predicts the posterior average
+        of the scores; its factors are samples, so it has no ``user_factors_`` and no
+        ``similar_items`` (chapter 8's last section says why).
     rating_range : (low, high) or None
         Ratings outside it are an error (MovieLens: 0.5-5); predictions are clipped to it.
         ``None`` accepts any finite rating and clips to the observed range.
@@ -133,12 +143,14 @@ class Recommender(Params):
                  optimizer: str | None = None, layers: list[int] | None = None,
                  dropout: float | None = None, wd: float | None = None, engine: str = "torch",
                  order: str | None = None, threads: int | None = None,
+                 n_iter: int | None = None, burn_in: int | None = None, thin: int | None = None,
                  rating_range: tuple[float, float] | None = (0.5, 5.0), device=None,
                  random_state: int = 0):
         self.kind, self.n_factors, self.epochs, self.lr, self.bs = kind, n_factors, epochs, lr, bs
         self.reg, self.reg_bias, self.optimizer = reg, reg_bias, optimizer
         self.layers, self.dropout, self.wd = layers, dropout, wd
         self.engine, self.order, self.threads = engine, order, threads
+        self.n_iter, self.burn_in, self.thin = n_iter, burn_in, thin
         self.rating_range, self.device, self.random_state = rating_range, device, random_state
 
     def __repr__(self) -> str:
@@ -154,7 +166,7 @@ class Recommender(Params):
                 f"{len(self.items_):,} items")
 
     def _check_fitted(self) -> None:
-        check_fitted(self, "network_")
+        check_fitted(self, "users_")
 
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, ratings: pd.DataFrame, callback=None) -> Recommender:
@@ -178,27 +190,46 @@ class Recommender(Params):
         x = torch.as_tensor(np.stack([u, i], axis=1))
         low, high = self.rating_range or (float(y.min()), float(y.max()))
         mean = float(y.mean())
+        if self.kind == "bayes":
+            return self._fit_sampler(ratings, users, items, u, i, opts, (low, high), mean)
         torch.manual_seed(self.random_state)
         network = _build_network(self.kind, len(users), len(items), opts, mean, (low, high))
         network.to(device)
         x, y = x.to(device), y.to(device)  # before the optimiser: it sizes its state on them
         history = _train(network, x, y, opts, engine, self.random_state, callback)
-        for attr in [a for a in vars(self) if a.endswith("_") or a == "_fallback"]:
-            delattr(self, attr)  # a refit forgets everything the last fit learned
-        self.users_, self.items_, self.network_, self.history_ = users, items, network, history
-        self.engine_ = engine
-        self.rating_range_ = (low, high)
+        self._forget()
+        self._remember(ratings, users, items, u, i, (low, high), mean)
+        self.network_, self.history_, self.engine_ = network, history, engine
         self.options_ = {**opts, "engine": engine} if self.kind == "dot_bias" else opts
-        self._mean = mean
+        if self.kind == "nn":
+            base = BiasBaseline().fit(ratings)
+            self._fallback = (base.user_bias_, base.item_bias_)
+        _check_learned(self, ratings, opts)
+        return self
+
+    def _forget(self) -> None:
+        """A refit forgets everything the last fit learned."""
+        for attr in [a for a in vars(self) if a.endswith("_") or a == "_fallback"]:
+            delattr(self, attr)
+
+    def _remember(self, ratings, users, items, u, i, rating_range, mean) -> None:
+        """What every kind keeps: ids, range, titles, each user's training items."""
+        self.users_, self.items_ = users, items
+        self.rating_range_, self._mean = rating_range, mean
         self.titles_ = {}
         if "title" in ratings.columns:
             first = ratings.drop_duplicates("item")
             self.titles_ = dict(zip(first["item"].tolist(), first["title"].astype(str)))
         self._rated = _rated_lists(u, i, len(users))
-        if self.kind == "nn":
-            base = BiasBaseline().fit(ratings)
-            self._fallback = (base.user_bias_, base.item_bias_)
-        _check_learned(self, ratings, opts)
+
+    def _fit_sampler(self, ratings, users, items, u, i, opts, rating_range, mean) -> Recommender:
+        sampler = BayesianMF(n_factors=opts["n_factors"], n_iter=opts["n_iter"],
+                             burn_in=opts["burn_in"], thin=opts["thin"],
+                             random_state=self.random_state).fit(ratings)
+        self._forget()
+        self._remember(ratings, users, items, u, i, rating_range, mean)
+        self.sampler_, self.engine_, self.options_ = sampler, "gibbs", opts
+        self.history_ = list(sampler.trace_)
         return self
 
     # -- fitted state --------------------------------------------------------------------------
@@ -210,29 +241,44 @@ class Recommender(Params):
     @property
     def user_bias_(self) -> np.ndarray:
         self._check_fitted()
+        if self.kind == "bayes":  # biases are identified, so their posterior mean means something
+            return self.sampler_.user_samples_[..., 0].mean(0)
         return _weights(self.network_.user_bias)[:, 0] if self.kind == "dot_bias" else \
             self._fallback[0]
 
     @property
     def item_bias_(self) -> np.ndarray:
         self._check_fitted()
+        if self.kind == "bayes":
+            return self.sampler_.item_samples_[..., 0].mean(0)
         return _weights(self.network_.item_bias)[:, 0] if self.kind == "dot_bias" else \
             self._fallback[1]
+
+    def _no_single_factors(self) -> None:
+        if self.kind == "bayes":
+            raise AttributeError("kind='bayes' keeps posterior samples of the factors "
+                                 "(sampler_.user_samples_), not one table: factors are only "
+                                 "defined up to an invertible map, so their average means "
+                                 "nothing. Use score_matrix() or predict(), which average scores.")
 
     @property
     def user_factors_(self) -> np.ndarray:
         self._check_fitted()
+        self._no_single_factors()
         return _weights(self.network_.user_factors)
 
     @property
     def item_factors_(self) -> np.ndarray:
         self._check_fitted()
+        self._no_single_factors()
         return _weights(self.network_.item_factors)
 
     @property
     def device_(self) -> torch.device:
         """Where the model's weights live (see :func:`cfcourse.env.device`)."""
         self._check_fitted()
+        if self.kind == "bayes":
+            return torch.device("cpu")  # the sampler is NumPy
         return next(self.network_.parameters()).device
 
     def rated_items(self, user) -> np.ndarray:
@@ -252,6 +298,11 @@ class Recommender(Params):
         return out
 
     def _score_pairs(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
+        if self.kind == "bayes":
+            pairs = pd.DataFrame({"user": self.users_.decode(u), "item": self.items_.decode(i)})
+            scores = np.concatenate([self.sampler_.sample_predictions(pairs.iloc[s:s + 8192])
+                                     .mean(0) for s in range(0, len(pairs), 8192)] or [[]])
+            return np.clip(scores, *self.rating_range_).astype(np.float32)
         x = torch.as_tensor(np.stack([u, i], axis=1), dtype=torch.long).to(self.device_)
         with torch.no_grad():
             if self.kind == "dot_bias":
@@ -297,8 +348,11 @@ class Recommender(Params):
         clipped to the star range, so two films above five stars keep their order.
         """
         self._check_fitted()
+        if self.kind == "bayes":
+            return self.sampler_.score_matrix()
         if self.kind != "dot_bias":
-            raise TypeError(f"score_matrix needs kind='dot_bias', got kind={self.kind!r}.")
+            raise TypeError(f"score_matrix needs kind='dot_bias' or 'bayes', got "
+                            f"kind={self.kind!r}.")
         return (self.global_mean_ + self.user_bias_[:, None] + self.item_bias_[None, :]
                 + self.user_factors_ @ self.item_factors_.T)
 
@@ -400,8 +454,14 @@ class Recommender(Params):
                 "rating_range": list(self.rating_range_), "n_users": len(self.users_),
                 "n_items": len(self.items_), "title_ids": list(self.titles_),
                 "history": self.history_}
-        arrays = {f"state/{k}": v.detach().cpu().numpy()
-                  for k, v in self.network_.state_dict().items()}
+        if self.kind == "bayes":
+            s = self.sampler_
+            arrays = {"samples/user": s.user_samples_, "samples/item": s.item_samples_,
+                      "samples/alpha": s.alpha_samples_, "samples/trace": np.asarray(s.trace_),
+                      "samples/range": np.asarray(s.rating_range_)}
+        else:
+            arrays = {f"state/{k}": v.detach().cpu().numpy()
+                      for k, v in self.network_.state_dict().items()}
         indptr, indices = self._rated
         arrays.update(users=_plain(self.users_.ids_), items=_plain(self.items_.ids_),
                       rated_indptr=indptr, rated_indices=indices,
@@ -518,7 +578,7 @@ def _options(kind: str, given: dict, engine: str = "torch") -> dict:
     if unknown:
         raise ValueError(f"option(s) {sorted(unknown)} do not apply to kind={kind!r}; "
                          f"its options are {sorted(DEFAULTS[kind])}.")
-    for name in ("epochs", "bs"):
+    for name in [n for n in ("epochs", "bs") if n in DEFAULTS[kind]]:
         value = given.get(name, DEFAULTS[kind][name])
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}; "
@@ -551,12 +611,16 @@ def load(path: str | os.PathLike, device=None) -> Recommender:
     if params["rating_range"] is not None:
         params["rating_range"] = tuple(params["rating_range"])
     model = Recommender(**params)
-    model.network_ = _build_network(model.kind, meta["n_users"], meta["n_items"],
-                                    meta["options"], meta["mean"], tuple(meta["rating_range"]))
-    model.network_.load_state_dict({k[len("state/"):]: torch.from_numpy(v)
-                                    for k, v in data.items() if k.startswith("state/")})
-    model.network_.to(env.device() if device is None else torch.device(device))
     model.users_, model.items_ = IdIndex(data["users"], "user"), IdIndex(data["items"], "item")
+    if model.kind == "bayes":
+        model.sampler_ = _sampler_from(meta, data, model)
+    else:
+        model.network_ = _build_network(model.kind, meta["n_users"], meta["n_items"],
+                                        meta["options"], meta["mean"],
+                                        tuple(meta["rating_range"]))
+        model.network_.load_state_dict({k[len("state/"):]: torch.from_numpy(v)
+                                        for k, v in data.items() if k.startswith("state/")})
+        model.network_.to(env.device() if device is None else torch.device(device))
     model.history_, model.engine_ = meta["history"], meta["engine"]
     model.options_ = meta["options"]
     model.rating_range_, model._mean = tuple(meta["rating_range"]), meta["mean"]
@@ -566,6 +630,21 @@ def load(path: str | os.PathLike, device=None) -> Recommender:
     if model.kind == "nn":
         model._fallback = (data["fallback_user_bias"], data["fallback_item_bias"])
     return model
+
+
+def _sampler_from(meta: dict, data: dict, model: Recommender) -> BayesianMF:
+    """The fitted sampler back from its saved samples."""
+    opts = meta["options"]
+    sampler = BayesianMF(n_factors=opts["n_factors"], n_iter=opts["n_iter"],
+                         burn_in=opts["burn_in"], thin=opts["thin"],
+                         random_state=model.random_state)
+    sampler.users_, sampler.items_ = model.users_, model.items_
+    sampler.global_mean_ = meta["mean"]
+    sampler.rating_range_ = tuple(float(x) for x in data["samples/range"])
+    sampler.user_samples_, sampler.item_samples_ = data["samples/user"], data["samples/item"]
+    sampler.alpha_samples_, sampler.trace_ = data["samples/alpha"], data["samples/trace"].tolist()
+    sampler._rated = (data["rated_indptr"], data["rated_indices"])
+    return sampler
 
 
 def _same_type(ids: list, like: np.ndarray) -> list:

@@ -18,6 +18,7 @@ from cfcourse.coldstart import MetadataRidge
 from cfcourse.data import planted_ratings, random_split
 from cfcourse.models.base import NotFittedError
 from cfcourse.models.baselines import BiasBaseline, GlobalMean
+from cfcourse.models.bayesian import BayesianMF
 from cfcourse.models.neighbors import KNNRegressor
 from cfcourse.recommender import Recommender
 
@@ -78,6 +79,9 @@ CASES = {
     "Recommender-dot_bias": Case(lambda: Recommender(n_factors=4, epochs=4, bs=256)),
     "Recommender-dot_bias-compiled": Case(_needs_numba),
     "Recommender-nn": Case(lambda: Recommender(kind="nn", epochs=5, lr=0.01, layers=[8], bs=128)),
+    "Recommender-bayes": Case(lambda: Recommender(kind="bayes", n_factors=3, n_iter=12,
+                                                  burn_in=4)),
+    "BayesianMF": Case(lambda: BayesianMF(n_factors=3, n_iter=12, burn_in=4)),
 }
 
 

@@ -307,3 +307,26 @@ def test_the_package_works_without_numba():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# -- kind="bayes": Gibbs sampling behind the same estimator ---------------------------------------
+def test_bayes_kind_predicts_the_samplers_average_and_round_trips(tmp_path, data):
+    from cfcourse.models.bayesian import BayesianMF
+
+    train, valid = data
+    model = cfcourse.fit(train, kind="bayes", n_factors=3, n_iter=30, burn_in=10)
+    sampler = BayesianMF(n_factors=3, n_iter=30, burn_in=10).fit(train)
+    assert np.allclose(model.predict(valid), sampler.predict(valid), atol=1e-5), (
+        "the estimator is the sampler: the same posterior average")
+    baseline = rmse(np.full(len(valid), train["rating"].mean()), valid["rating"])
+    assert rmse(model.predict(valid), valid["rating"]) < 0.9 * baseline
+    assert np.allclose(model.score_matrix(), sampler.score_matrix())
+    assert model.engine_ == "gibbs" and len(model.history_) == 30
+    with pytest.raises(AttributeError, match="average means nothing"):
+        model.user_factors_  # noqa: B018
+    recs = model.recommend(int(train["user"].iloc[0]), k=3)
+    assert len(recs) == 3 and recs["score"].is_monotonic_decreasing
+    model.save(tmp_path / "b.npz")
+    back = cfcourse.load(tmp_path / "b.npz")
+    assert np.allclose(back.predict(valid), model.predict(valid))
+    assert back.top_k(k=3).keys() == model.top_k(k=3).keys()
