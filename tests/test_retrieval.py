@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from cfcourse.retrieval import (
-    ServingLoop, build_index, exact_top_k, mips_query, mips_transform, recall_at_k_vs_exact,
+    ServingLoop,
+    build_index,
+    exact_top_k,
+    mips_query,
+    mips_transform,
+    recall_at_k_vs_exact,
     search,
 )
 

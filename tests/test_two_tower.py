@@ -71,3 +71,17 @@ def test_same_seed_same_model_and_clear_errors():
         TwoTowerModel(epochs=1).fit(frame, users.iloc[:5], items)
     with pytest.raises(ValueError, match="other columns"):
         one.new_user_factors(users[["b", "a"]])
+
+
+def test_cold_user_split_holds_out_whole_users():
+    from cfcourse.data.split import cold_user_split
+
+    frame = pd.DataFrame({"user": [1, 1, 2, 2, 3, 4, 5, 5], "item": [1, 2, 1, 3, 2, 4, 1, 5]})
+    train, test = cold_user_split(frame, frac=0.4, seed=1)
+    assert not set(train["user"]) & set(test["user"]), "a held-out user must have nothing in train"
+    assert test["user"].nunique() == 2, "0.4 of 5 users is 2 users"
+    assert len(train) + len(test) == len(frame)
+    again = cold_user_split(frame, frac=0.4, seed=1)[1]
+    assert again.equals(test), "the same seed must give the same split"
+    with pytest.raises(ValueError, match="frac"):
+        cold_user_split(frame, frac=1.0)
