@@ -591,8 +591,6 @@ def fit(ratings: pd.DataFrame, callback=None, **params) -> Recommender:
 
     >>> model = cfcourse.fit(train, n_factors=64, epochs=10)   # doctest: +SKIP
     """
-    if "seed" in params:  # TEMPORARY: chapter 8 is being rewritten; removed before landing
-        params["random_state"] = params.pop("seed")
     _check_names(params)
     return Recommender(**params).fit(ratings, callback=callback)
 

@@ -353,7 +353,7 @@ CASES = [
     Case("api-fit-zero-epochs", lambda c: cfcourse.fit(GOOD, epochs=0),
          ValueError, r"epochs must be a positive integer, got 0", r"the default is \d+"),
     Case("api-fit-unknown-kind", lambda c: cfcourse.fit(GOOD, kind="svd"),
-         ValueError, r"got 'svd'", r"one of \['dot_bias', 'nn'\]"),
+         ValueError, r"got 'svd'", r"one of \['bayes', 'dot_bias', 'nn'\]"),
     Case("api-predict-unknown-user",
          lambda c: tiny_model().predict(pd.DataFrame({"user": [999], "item": [1]})),
          KeyError, r"user 999 is not in the training data", UNKNOWN_ID_FIX),
