@@ -7,7 +7,11 @@ import scipy.sparse as sp
 
 from cfcourse.data.synthetic import planted_interactions
 from cfcourse.metrics import (
-    catalogue_coverage, full_rank, popular_share, sampled_hit_rate, sampled_rank,
+    catalogue_coverage,
+    full_rank,
+    popular_share,
+    sampled_hit_rate,
+    sampled_rank,
 )
 
 SCORES = np.array([[0.5, 0.9, 0.1, 0.7, 0.3],

@@ -1,6 +1,5 @@
 """Temporal splits: hand fixtures, no future in training, every tested user has history."""
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,7 +21,7 @@ def test_leave_last_out_by_hand():
 
 
 def test_leave_last_out_n_and_min_history():
-    train, test = leave_last_out(FRAME, n=2, min_history=1)
+    _, test = leave_last_out(FRAME, n=2, min_history=1)
     assert sorted(test["item"][test["user"] == 1]) == ["a", "c"]
     assert set(test["user"]) == {1}, "users 3 and 4 have only 2 interactions: nothing left"
 

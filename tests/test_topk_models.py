@@ -1,17 +1,21 @@
 """Top-k models: hand-computed oracles for each, and one conformance test for all."""
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 
-from cfcourse.data.synthetic import planted_interactions
 from cfcourse.data.split import leave_last_out
+from cfcourse.data.synthetic import planted_interactions
 from cfcourse.metrics import evaluate_ranking
 from cfcourse.models.bpr import BPR, bpr_gradients, bpr_loss
 from cfcourse.models.ease import EASE, ease_weights
 from cfcourse.models.ials import ImplicitALS, als_sweep
 from cfcourse.models.item_knn import ItemKNN
+from cfcourse.models.neural_scorer import PairwiseRanker, PairwiseScorer
 from cfcourse.models.popularity import Popularity
 from cfcourse.models.topk import TopKModel, interaction_matrix
 
@@ -19,7 +23,8 @@ from cfcourse.models.topk import TopKModel, interaction_matrix
 TINY = pd.DataFrame({"user": [1, 1, 2, 2, 2, 3, 4], "item": ["a", "b", "a", "b", "c", "c", "a"]})
 
 MODELS = [Popularity(), ItemKNN(n_neighbors=10), EASE(reg=1.0),
-          ImplicitALS(n_factors=2, n_iter=3), BPR(n_factors=2, n_iter=3)]
+          ImplicitALS(n_factors=2, n_iter=3), BPR(n_factors=2, n_iter=3),
+          PairwiseRanker("dot", n_factors=2, n_iter=2), PairwiseRanker("mlp", n_factors=2, n_iter=2)]
 
 
 def test_popularity_counts_users_per_item():
@@ -67,7 +72,6 @@ def test_ials_user_update_is_the_weighted_least_squares_solution():
     r[:, 0] = 1.0  # every user has at least one item
     y = rng.normal(size=(7, 3))
     alpha, reg = 4.0, 0.3
-    import scipy.sparse as sp
     new = als_sweep(sp.csr_matrix(alpha * r), y, reg)
     for u in range(5):  # stack sqrt(c) Y over sqrt(reg) I: plain least squares, no trick
         w = np.sqrt(1 + alpha * r[u])
@@ -81,7 +85,7 @@ def test_ials_loss_never_increases():
     world = planted_interactions(n_users=60, n_items=40, n_interactions=600, seed=0)
     losses = [ImplicitALS(n_factors=4, n_iter=n, alpha=5.0).fit(world.interactions)
               .loss(world.interactions) for n in (1, 2, 4, 8)]
-    assert all(b <= a + 1e-9 for a, b in zip(losses, losses[1:])), losses
+    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(losses)), losses
 
 
 def test_bpr_gradient_matches_autograd():
@@ -134,3 +138,18 @@ def test_personal_models_beat_popularity_on_planted_tastes(model):
 
     ours, popular = ndcg(model), ndcg(Popularity())
     assert ours > popular + 0.02, f"{type(model).__name__} {ours:.3f} vs popularity {popular:.3f}"
+
+
+def test_pairwise_scorers_by_hand():
+    torch.manual_seed(0)
+    dot = PairwiseScorer(3, 4, n_factors=2, scorer="dot")
+    with torch.no_grad():
+        dot.item_bias.weight[:, 0] = torch.tensor([0.5, -1.0, 0.0, 2.0])
+    users, items = torch.tensor([0, 2]), torch.tensor([1, 3])
+    expected = (dot.user.weight[users] * dot.item.weight[items]).sum(1) + torch.tensor([-1.0, 2.0])
+    torch.testing.assert_close(dot(users, items), expected)
+    net = PairwiseScorer(3, 4, n_factors=2, scorer="mlp", hidden=(5,))
+    pair = torch.cat([net.user.weight[users], net.item.weight[items]], dim=1)  # (2, 4)
+    torch.testing.assert_close(net(users, items), net.net(pair)[:, 0])
+    with pytest.raises(ValueError, match="'dot' or 'mlp'"):
+        PairwiseScorer(3, 4, 2, scorer="cosine")

@@ -42,8 +42,7 @@ class EASE(TopKModel):
     Parameters
     ----------
     reg : float
-        :math:`\\lambda`: larger pulls every weight towards 0 and favours popular items less
-        sharply; Steck's ML-20M setting was in the hundreds.
+        :math:`\\lambda`: larger pulls every weight towards 0; tune it on an inner split.
     max_items : int
         Refuse catalogues larger than this: the dense Gram matrix needs
         ``8 * n_items²`` bytes.
