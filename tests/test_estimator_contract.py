@@ -1,5 +1,8 @@
 """One contract for every estimator of the package (scikit-learn's conventions).
 
+The rating models (predict stars) and the top-k models of chapters 11 and 12 (score every
+item for a user) are checked the same way.
+
 For each estimator: ``fit`` returns ``self``; a refit starts from scratch (fit on A then on B
 equals a fresh fit on B); predictions do not depend on the order of the query rows; use
 before ``fit`` raises ``NotFittedError``; ``sklearn.base.clone`` gives an unfitted copy with the
@@ -16,9 +19,16 @@ from sklearn.base import clone
 
 from cfcourse.coldstart import MetadataRidge
 from cfcourse.data import planted_ratings, random_split
+from cfcourse.data.synthetic import planted_interactions
 from cfcourse.models.base import NotFittedError
 from cfcourse.models.baselines import BiasBaseline, GlobalMean
 from cfcourse.models.bayesian import BayesianMF
+from cfcourse.models.bpr import BPR
+from cfcourse.models.ease import EASE
+from cfcourse.models.ials import ImplicitALS
+from cfcourse.models.item_knn import ItemKNN
+from cfcourse.models.neural_scorer import PairwiseRanker
+from cfcourse.models.popularity import Popularity
 from cfcourse.models.neighbors import KNNRegressor
 from cfcourse.recommender import Recommender
 
@@ -137,3 +147,52 @@ def test_clone_is_an_unfitted_copy_that_fits_the_same(case):
 def test_set_params_names_a_wrong_parameter(case):
     with pytest.raises(ValueError, match="unknown parameter|unknown option"):
         case.make().set_params(no_such_parameter=1)
+
+
+# -- the top-k (implicit-feedback) models: fit(interactions), scores(users) -------------------
+def _interactions(seed):
+    world = planted_interactions(n_users=40, n_items=30, n_interactions=400, n_factors=3,
+                                 seed=seed)
+    frame = world.interactions[["user", "item"]]
+    users = frame["user"].drop_duplicates().to_numpy()[:12]
+    return frame, users
+
+
+def _scores(model, users):
+    return model.scores(users)
+
+
+TOPK = {
+    "Popularity": lambda: Popularity(),
+    "ItemKNN": lambda: ItemKNN(n_neighbors=10),
+    "EASE": lambda: EASE(reg=10.0),
+    "ImplicitALS": lambda: ImplicitALS(n_factors=3, n_iter=3),
+    "BPR": lambda: BPR(n_factors=3, n_iter=2, batch_size=64),
+    "PairwiseRanker-mlp": lambda: PairwiseRanker(scorer="mlp", n_factors=3, hidden=(4,),
+                                                 n_iter=2, batch_size=64),
+}
+TOPK_CASES = {name: Case(make, _interactions, _fit_ratings, _scores)
+              for name, make in TOPK.items()}
+
+
+@pytest.fixture(params=list(TOPK_CASES), ids=list(TOPK_CASES))
+def topk_case(request):
+    return TOPK_CASES[request.param]
+
+
+def test_topk_models_follow_the_contract(topk_case):
+    case = topk_case
+    first, second = case.data(0), case.data(1)
+    model = case.make()
+    assert case.fit(model, first) is model, "fit returns self"
+    refitted = case.fit(model, second)
+    fresh = case.fit(case.make(), second)
+    assert np.allclose(case.predict(refitted, second[1]), case.predict(fresh, second[1]),
+                       atol=1e-6), "a second fit must forget the first one's data"
+    forward = case.predict(fresh, second[1])
+    assert np.allclose(case.predict(fresh, second[1][::-1]), forward[::-1], atol=1e-6)
+    copy = clone(fresh)
+    assert copy.get_params() == fresh.get_params()
+    with pytest.raises(NotFittedError, match="not fitted"):
+        case.predict(copy, second[1])
+    assert np.allclose(case.predict(case.fit(copy, second), second[1]), forward, atol=1e-6)

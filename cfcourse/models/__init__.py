@@ -11,6 +11,16 @@
 - :mod:`~cfcourse.models.linear_view`: matrix factorisation as a two-layer linear network,
   nuclear norm and Soft-Impute.
 - :mod:`~cfcourse.models.bayesian`: ``BayesianMF``, biased MF averaged over its posterior.
+- :mod:`~cfcourse.models.base`: ``Params`` (get/set_params) and ``NotFittedError``, shared by all.
+- :mod:`~cfcourse.models.topk`: ``TopKModel``, the shared fit/scores/recommend interface of the
+  implicit-feedback models.
+- :mod:`~cfcourse.models.popularity`, :mod:`~cfcourse.models.item_knn`,
+  :mod:`~cfcourse.models.ease`, :mod:`~cfcourse.models.ials`, :mod:`~cfcourse.models.bpr`:
+  ``Popularity``, ``ItemKNN``, ``EASE``, ``ImplicitALS``, ``BPR`` (chapter 11).
+- :mod:`~cfcourse.models.neural_scorer`: ``PairwiseRanker``, BPR-trained embeddings with a dot
+  or MLP scorer.
+- :mod:`~cfcourse.models.two_tower`: ``TwoTowerModel``, user and item towers trained with
+  in-batch negatives and the logQ correction; serves new users from their features (chapter 12).
 
 The PyTorch modules most chapters use are importable from here directly.
 """

@@ -36,6 +36,8 @@ import scipy.sparse as sp
 import torch
 
 from cfcourse.data.encode import IdIndex
+from cfcourse.metrics import check_k
+from cfcourse.models.base import Params, check_fitted
 
 __all__ = ["TopKModel", "check_interactions", "interaction_matrix", "single_threaded"]
 
@@ -95,12 +97,11 @@ def interaction_matrix(interactions: pd.DataFrame, users: IdIndex, items: IdInde
     return matrix
 
 
-class TopKModel:
+class TopKModel(Params):
     """Base class: subclasses implement ``fit`` and ``_scores(positions) -> (n, n_items)``."""
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
-                           if not k.endswith("_") and not k.startswith("_"))
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
 
     def _start_fit(self, interactions: pd.DataFrame) -> sp.csr_matrix:
@@ -111,9 +112,7 @@ class TopKModel:
         return interaction_matrix(interactions, self.users_, self.items_)
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "items_"):
-            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call "
-                               ".fit(interactions) first.")
+        check_fitted(self, "items_")
 
     def _scores(self, positions: np.ndarray) -> np.ndarray:
         raise NotImplementedError("a TopKModel subclass must implement _scores(positions).")
@@ -144,8 +143,7 @@ class TopKModel:
             Pairs never recommended: pass the training interactions so that a user is not
             offered what they already have.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise ValueError(f"k must be a positive integer, got {k!r}.")
+        k = check_k(k)
         self._check_fitted()
         users = np.atleast_1d(np.asarray(users))
         self.users_.encode(users)  # fail early, naming the first unknown user
