@@ -1,16 +1,12 @@
-"""Row-sparse training: each step touches only the users and items in its batch.
+"""Row-wise optimisers: each step updates only the rows a batch looked up.
 
-A dense optimiser (Adam, fastai's decoupled weight decay) updates *every* row of
-every embedding at every step, even though a batch of ratings looks up only a few
-thousand rows. With ML-25M's 162,541 users and 59,047 films that is ~22 M numbers
-per step, most of them untouched by the data. Here instead:
-
-- embeddings return sparse gradients (``nn.Embedding(sparse=True)``);
-- :class:`torch.optim.SparseAdam` updates only the rows that were looked up;
-- the L2 penalty is applied to the looked-up rows only, which is the classic
-  matrix-factorisation objective::
-
-      L = mean_{(u,i) in batch} [ (r̂_ui - r_ui)² + λ (|p_u|² + |q_i|²) + λ_b (b_u² + b_i²) ]
+A dense optimiser (Adam, fastai's decoupled weight decay) updates *every* row of every
+embedding at every step, although a batch of ratings looks up only a few thousand rows: with
+ML-25M's 162,541 users and 59,047 films that is ~22 M numbers per step, most untouched by the
+data. :class:`RowAdagrad` keeps one Adagrad accumulator per row and steps the looked-up rows
+from their sparse gradients; :class:`FusedRowAdagrad` does the same update for
+:class:`~cfcourse.models.sparse_dot_bias.SparseDotBias` with the gradients written out by hand
+(a test checks they equal autograd's), in one pass per batch.
 """
 
 from __future__ import annotations

@@ -5,19 +5,9 @@ chapters import it instead of copying it. :func:`fit_plain`, :func:`fit_sparse` 
 :mod:`cfcourse.distributed` share one epoch loop, :func:`_run_epochs` (shuffle, slices,
 step, divergence check, callback, history); only their step differs.
 
-Row-sparse training: each step touches only the users and items in its batch.
-
-A dense optimiser (Adam, fastai's decoupled weight decay) updates *every* row of
-every embedding at every step, even though a batch of ratings looks up only a few
-thousand rows. With ML-25M's 162,541 users and 59,047 films that is ~22 M numbers
-per step, most of them untouched by the data. Here instead:
-
-- embeddings return sparse gradients (``nn.Embedding(sparse=True)``);
-- :class:`torch.optim.SparseAdam` updates only the rows that were looked up;
-- the L2 penalty is applied to the looked-up rows only, which is the classic
-  matrix-factorisation objective::
-
-      L = mean_{(u,i) in batch} [ (r̂_ui - r_ui)² + λ (|p_u|² + |q_i|²) + λ_b (b_u² + b_i²) ]
+:func:`fit_sparse` trains :class:`~cfcourse.models.sparse_dot_bias.SparseDotBias` with a
+row-wise optimiser (:mod:`cfcourse.optim`) or :class:`torch.optim.SparseAdam`, so that each
+step touches only the users and items in its batch.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Validation at the boundary: one clear error per problem, naming the value and the fix."""
+"""Ids to row positions and back: the encoder every model uses for its users and items.
+"""
 
 from __future__ import annotations
 

@@ -1,23 +1,8 @@
-"""Ranking metrics and the pieces to measure a recommender as a ranker.
+"""From star ratings to implicit feedback: who interacted with what.
 
-A rating metric (RMSE) asks *how close is each predicted star to the real one*.
-A ranking metric asks *did the top of the list hold the films the user liked*.
-For one user with a ranked list and a set of relevant items (here: held-out
-items they rated at least ``threshold`` stars):
-
-- precision@k = hits in the top k / k
-- recall@k    = hits in the top k / number of relevant items
-- NDCG@k      = DCG@k / IDCG@k, with ``DCG@k = sum_{r=1..k} rel_r / log2(r + 1)``
-  (``rel_r`` is 1 when the item at rank ``r`` is relevant) and IDCG@k the DCG
-  of a perfect list: all relevant items first.
-
-Conventions: a list shorter than ``k`` still divides precision by ``k``; users
-with no relevant held-out item are skipped (recall and NDCG are undefined for
-them) and counted as skipped; relevant items the model cannot rank (unknown
-films) stay in the denominator, so they count as misses for every method.
-
->>> ndcg_at_k([3, 1, 2], relevant={1}, k=3)  # hit at rank 2: 1 / log2(3)
-0.6309297535714575
+:func:`implicit_feedback` keeps every rating at or above a threshold as a positive (1) and
+adds sampled unrated pairs as negatives (0), the data chapter 6's implicit model learns from.
+It prepares data; the ranking metrics that score such models live in :mod:`cfcourse.metrics`.
 """
 
 from __future__ import annotations

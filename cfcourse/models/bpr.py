@@ -81,6 +81,15 @@ class BPR(TopKModel):
         self.batch_size = batch_size
         self.random_state = random_state
 
+    def _triples(self, users: np.ndarray, items: np.ndarray, keys: np.ndarray, rng):
+        """One epoch of shuffled minibatches of (user, positive, sampled negative), as tensors."""
+        order = rng.permutation(len(users))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            u, i = users[rows], items[rows]
+            j = self._negatives(u, keys, rng)
+            yield tuple(torch.from_numpy(a) for a in (u, i, j))
+
     def _negatives(self, users: np.ndarray, keys: np.ndarray, rng) -> np.ndarray:
         """Uniform items the user does not have (redrawn up to 10 times on a collision)."""
         n_items = len(self.items_)
@@ -110,12 +119,7 @@ class BPR(TopKModel):
         q = torch.randn(len(self.items_), self.n_factors, generator=gen) * 0.1
         b = torch.zeros(len(self.items_))
         for _ in range(self.n_iter):
-            order = rng.permutation(len(users))
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start:start + self.batch_size]
-                u, i = users[rows], items[rows]
-                j = self._negatives(u, keys, rng)
-                u, i, j = (torch.from_numpy(a) for a in (u, i, j))
+            for u, i, j in self._triples(users, items, keys, rng):
                 grads = bpr_gradients(p[u], q[i], q[j], b[i], b[j], self.reg)
                 p.index_add_(0, u, grads[0], alpha=-self.lr)
                 q.index_add_(0, i, grads[1], alpha=-self.lr)

@@ -1,8 +1,10 @@
-"""The course's models: a dot product of embeddings, with and without biases.
+"""Neural collaborative filtering: embeddings fed to an MLP instead of a dot product.
 
-All models take a batch ``x`` of shape ``(B, 2)`` holding *indices* (row 0 = user
-index, row 1 = item index, as fastai's collab loaders produce) and return
-predictions of shape ``(B,)``.
+:class:`CollabNN` concatenates a user's and an item's embeddings and lets an MLP score the
+pair; :func:`mlp` builds the package's one MLP (also used by
+:class:`~cfcourse.models.side_info.MetaNN`); :func:`emb_sz_rule` is fastai's rule of thumb for
+an embedding's width. Inputs are batches ``x`` of shape ``(B, 2)`` of (user, item) positions;
+outputs have shape ``(B,)``.
 """
 
 from __future__ import annotations

@@ -91,12 +91,7 @@ class PairwiseRanker(BPR):
         optimiser = torch.optim.Adam([{"params": embeddings, "weight_decay": self.reg},
                                       {"params": rest, "weight_decay": 0.0}], lr=self.lr)
         for _ in range(self.n_iter):
-            order = rng.permutation(len(users))
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start:start + self.batch_size]
-                u, i = users[rows], items[rows]
-                j = self._negatives(u, keys, rng)
-                u, i, j = (torch.from_numpy(a) for a in (u, i, j))
+            for u, i, j in self._triples(users, items, keys, rng):
                 gap = self.network_(u, i) - self.network_(u, j)  # (B,)
                 loss = -torch.nn.functional.logsigmoid(gap).mean()
                 optimiser.zero_grad()
