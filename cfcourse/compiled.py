@@ -41,6 +41,7 @@ Examples
 --------
 >>> import torch
 >>> from cfcourse.models.sparse_dot_bias import SparseDotBias
+from cfcourse.train import _check_divergence, _mean_square
 >>> x = torch.tensor([[0, 0], [0, 1], [1, 1]]); y = torch.tensor([4.0, 3.0, 5.0])
 >>> model = SparseDotBias(n_users=2, n_items=2, n_factors=4, mean=4.0)
 >>> losses = fit_compiled(model, x, y, epochs=2, lr=0.05, order="by_user")  # doctest: +SKIP
@@ -55,6 +56,7 @@ import numpy as np
 import torch
 
 from cfcourse.models.sparse_dot_bias import SparseDotBias
+from cfcourse.train import _check_divergence, _mean_square
 
 __all__ = ["ORDERS", "available", "fit_compiled", "one_cycle_lr", "visiting_order"]
 
@@ -358,16 +360,14 @@ def fit_compiled(
                    float(epochs * len(users)), EPS)
         kernel = serial if n_threads == 1 else parallel
         before = numba.get_num_threads()
-        history = []
+        history, scale = [], _mean_square(y)
         try:
             numba.set_num_threads(n_threads)
             for epoch in range(epochs):
                 sse = kernel(users, items, ratings, *plan.epoch(epoch), wu, wi, bu, bi, *state,
                              *scalars)
                 history.append(sse / len(users))
-                if not math.isfinite(history[-1]):
-                    raise FloatingPointError(f"the loss became {history[-1]} in epoch "
-                                             f"{epoch + 1}; lower the learning rate.")
+                _check_divergence(history[-1], epoch, lr, scale)  # the torch path's check
                 if callback is not None:
                     callback(epoch, model)
         finally:

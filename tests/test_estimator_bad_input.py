@@ -87,3 +87,9 @@ def test_the_estimator_refuses_use_before_fit(ratings):
         cfcourse.Recommender().recommend(1)
     with pytest.raises(NotFittedError):
         cfcourse.Recommender().user_factors_  # noqa: B018
+
+
+def test_the_compiled_engine_names_the_learning_rate_when_it_diverges(ratings):
+    pytest.importorskip("numba")
+    with pytest.raises(FloatingPointError, match=r"lr=1e\+06"):
+        cfcourse.fit(ratings, engine="compiled", lr=1e6, threads=1, epochs=3, n_factors=4)

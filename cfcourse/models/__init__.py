@@ -26,12 +26,13 @@ The PyTorch modules most chapters use are importable from here directly.
 """
 
 from cfcourse.models.dot_product import (
-    INIT_STD, DotProduct, DotProductBias, DotProductBiasParams, embedding, sigmoid_range,
+    INIT_STD, DotProduct, DotProductBias, DotProductBiasParams, create_params, embedding,
+    sigmoid_range,
 )
 from cfcourse.models.neural import CollabNN, emb_sz_rule
 from cfcourse.models.sparse_dot_bias import SparseDotBias
 
 __all__ = [
     "INIT_STD", "CollabNN", "DotProduct", "DotProductBias", "DotProductBiasParams",
-    "SparseDotBias", "embedding", "emb_sz_rule", "sigmoid_range",
+    "SparseDotBias", "create_params", "embedding", "emb_sz_rule", "sigmoid_range",
 ]
