@@ -259,7 +259,7 @@ def bench_bayes() -> list[str]:
         return lambda frame: model.predict(frame, unknown="bias")
 
     def sgd_fit(seed):
-        model = cfcourse.fit(train, seed=seed)
+        model = cfcourse.fit(train, random_state=seed)
         return lambda frame: model.predict(frame, unknown="bias")
 
     def svdpp_fit(seed):  # Surprise's defaults (20 factors, 20 epochs), as its authors ship it
