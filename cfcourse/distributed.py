@@ -33,7 +33,6 @@ script stops with a message saying what to run instead.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -45,6 +44,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from cfcourse.data import IdIndex, load_movielens, random_split
+from cfcourse.data.archive import read_archive, write_archive
 from cfcourse.metrics import rmse
 from cfcourse.models.dot_product import DotProductBias
 from cfcourse.train import _mean_square, _run_epochs
@@ -220,17 +220,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _save(path: str, model: nn.Module, meta: dict) -> None:
     arrays = {f"state/{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    tmp = f"{path}.part.npz"
-    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
-    os.replace(tmp, path)
+    write_archive(path, meta, arrays, compress=False)  # the package's one save format
 
 
 def load_result(path) -> tuple[dict, dict[str, np.ndarray]]:
     """``(meta, weights)`` written by rank 0: settings, losses, RMSE, and the state dict."""
-    with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(str(data["meta"]))
-        weights = {k[len("state/"):]: data[k] for k in data.files if k.startswith("state/")}
-    return meta, weights
+    meta, arrays = read_archive(path, "result of cfcourse.distributed",
+                                "run `torchrun ... -m cfcourse.distributed --out PATH` again")
+    return meta, {k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")}
 
 
 def main(argv: list[str] | None = None) -> dict:
