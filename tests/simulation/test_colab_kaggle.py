@@ -22,6 +22,7 @@ Both files are written from the offline (RecBole) copy of ML-100k. A new chapter
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -275,9 +276,13 @@ def test_grouplens_layout_parses_like_the_offline_copy(kaggle_input):
     offline = _offline_copy()
     ratings = load_movielens("ml-100k")
     assert ratings.shape == (100_000, 5)
-    pd.testing.assert_frame_equal(ratings.drop(columns="title"), movielens._ratings(offline))
-    pd.testing.assert_frame_equal(load_users("ml-100k"), movielens._users(offline, "ml-100k"))
-    grouplens_items, offline_items = load_items("ml-100k"), movielens._items(offline)
+    stamp = functools.partial(movielens._stamp, offline)  # the in-memory caches' key
+    pd.testing.assert_frame_equal(ratings.drop(columns="title"),
+                                  movielens._ratings(offline, stamp("ratings")))
+    pd.testing.assert_frame_equal(load_users("ml-100k"),
+                                  movielens._users(offline, "ml-100k", stamp("users")))
+    grouplens_items, offline_items = load_items("ml-100k"), movielens._items(
+        offline, stamp("items"))
     as_text = {"genres": object}  # one layout builds genres as str, the other as object
     pd.testing.assert_frame_equal(grouplens_items.drop(columns="title").astype(as_text),
                                   offline_items.drop(columns="title").astype(as_text))
