@@ -18,7 +18,7 @@ COLAB_PYTHON_VERSION := $(shell sed -n 's/^\# python: *//p' $(COLAB_LIST))
 # The interpreter: pyenv's Python of that version, unless `make colab-venv COLAB_PYTHON=...`.
 COLAB_PYTHON ?= $(shell p=$$(pyenv prefix $(COLAB_PYTHON_VERSION) 2>/dev/null) && echo $$p/bin/python3)
 # What the course imports (cfcourse and the chapters), installed at Colab's versions ...
-COLAB_PACKAGES := torch fastai numpy pandas scipy matplotlib ipywidgets tqdm
+COLAB_PACKAGES := torch fastai numpy pandas scipy matplotlib ipywidgets tqdm numba
 # ... plus what Colab's list does not record: the torchvision built for torch 2.11 (fastai
 # imports it) and the kernel.
 COLAB_EXTRAS := "torchvision==0.26.*" ipykernel
