@@ -93,6 +93,17 @@ def _sim(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           check=False)
 
 
+def _uninstall_first_cell_installs(cwd: Path) -> None:
+    """Remove what first cells install, and the files pip leaves behind: numba's cache of the
+    compiled kernel (``cache=True``) sits in cfcourse's ``__pycache__``, which pip does not
+    own, and would otherwise keep ``import cfcourse`` working as a namespace package."""
+    _sim("-m", "pip", "uninstall", "-y", "-q", *FIRST_CELL_INSTALLS, cwd=cwd)
+    purelib = _sim("-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=cwd)
+    leftover = Path(purelib.stdout.strip()) / "cfcourse"
+    if purelib.returncode == 0 and leftover.is_dir():
+        shutil.rmtree(leftover)
+
+
 def _freeze(cwd: Path) -> dict[str, str]:
     listed = _sim("-m", "pip", "list", "--format=json", cwd=cwd)
     assert listed.returncode == 0, listed.stderr
@@ -121,7 +132,7 @@ def preinstalled(tmp_path_factory) -> dict[str, str]:
         pytest.fail("no simulated Colab environment: run `make colab-venv` first "
                     "(`make test` does).")
     cwd = tmp_path_factory.mktemp("freeze")
-    _sim("-m", "pip", "uninstall", "-y", "-q", *FIRST_CELL_INSTALLS, cwd=cwd)
+    _uninstall_first_cell_installs(cwd)
     return _freeze(cwd)
 
 
@@ -151,7 +162,7 @@ def simulated(tmp_path, monkeypatch, wheel, preinstalled):
         monkeypatch.delenv(name, raising=False)
     yield workdir
     after = _freeze(workdir)
-    _sim("-m", "pip", "uninstall", "-y", "-q", *FIRST_CELL_INSTALLS, cwd=workdir)
+    _uninstall_first_cell_installs(workdir)
     changed = {name: (version, after[name]) for name, version in preinstalled.items()
                if after.get(name) != version}
     added = set(after) - set(preinstalled) - FIRST_CELL_INSTALLS
