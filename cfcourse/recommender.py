@@ -29,7 +29,6 @@ otherwise. The fitted model records its engine in ``engine_``.
 
 from __future__ import annotations
 
-import inspect
 import os
 
 import numpy as np
@@ -521,10 +520,8 @@ def _train(network, x, y, opts: dict, engine: str, seed: int, callback) -> list[
         return fit_sparse(network, x, y, epochs=opts["epochs"], lr=opts["lr"], bs=opts["bs"],
                           reg=opts["reg"], reg_bias=opts["reg_bias"], seed=seed,
                           optimizer=opts["optimizer"], callback=callback)
-    extra = {"callback": callback} if "callback" in inspect.signature(fit_plain).parameters \
-        else {}
     return fit_plain(network, x, y, epochs=opts["epochs"], lr=opts["lr"], bs=opts["bs"],
-                     wd=opts["wd"], optimizer="adam", seed=seed, **extra)
+                     wd=opts["wd"], optimizer="adam", seed=seed, callback=callback)
 
 
 def _check_learned(model: Recommender, ratings: pd.DataFrame, opts: dict) -> None:

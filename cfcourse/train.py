@@ -184,6 +184,7 @@ def fit_plain(
     wd: float = 0.0,
     optimizer: str = "sgd",
     seed: int = 0,
+    callback=None,
 ) -> list[float]:
     """Train ``model`` on ``(x, y)`` with mean squared error; return the loss of each epoch.
 
@@ -206,6 +207,8 @@ def fit_plain(
         Plain SGD or Adam.
     seed : int
         Seeds the shuffling, so two runs see the same batches.
+    callback : callable, optional
+        Called as ``callback(epoch, model)`` after each epoch (e.g. to time or validate).
 
     Returns
     -------
@@ -237,7 +240,8 @@ def fit_plain(
         epochs, lambda epoch: torch.randperm(n, generator=generator).to(x.device),
         n if bs is None else bs, step, lr,
         total=lambda: torch.zeros((), dtype=sum_dtype, device=x.device),
-        epoch_loss=lambda total: total.item() / n, scale=_mean_square(y))
+        epoch_loss=lambda total: total.item() / n, scale=_mean_square(y),
+        callback=None if callback is None else (lambda epoch: callback(epoch, model)))
 
 
 _ROW_OPTIMIZERS = {"sparse_adam": torch.optim.SparseAdam, "row_adagrad": RowAdagrad,

@@ -93,3 +93,10 @@ def test_the_compiled_engine_names_the_learning_rate_when_it_diverges(ratings):
     pytest.importorskip("numba")
     with pytest.raises(FloatingPointError, match=r"lr=1e\+06"):
         cfcourse.fit(ratings, engine="compiled", lr=1e6, threads=1, epochs=3, n_factors=4)
+
+
+def test_the_nn_kind_takes_the_callback_too(ratings):
+    seen = []
+    cfcourse.fit(ratings, kind="nn", epochs=4, lr=0.01, layers=[8], bs=128,
+                 callback=lambda epoch, network: seen.append(epoch))
+    assert seen == [0, 1, 2, 3], "fit(callback=) must reach every kind's training loop"
