@@ -25,12 +25,22 @@
 The PyTorch modules most chapters use are importable from here directly.
 """
 
-from cfcourse.models.dot_product import (
-    INIT_STD, DotProduct, DotProductBias, DotProductBiasParams, create_params, embedding,
-    sigmoid_range,
-)
-from cfcourse.models.neural import CollabNN, emb_sz_rule
-from cfcourse.models.sparse_dot_bias import SparseDotBias
+import importlib
+
+# Name -> the module that defines it. Imported on first use, so that the NumPy-only models
+# (baselines, neighbours, the sampler) do not pull in torch.
+_HOMES = {
+    **dict.fromkeys(["INIT_STD", "DotProduct", "DotProductBias", "DotProductBiasParams",
+                     "create_params", "embedding", "sigmoid_range"], "dot_product"),
+    "CollabNN": "neural", "emb_sz_rule": "neural", "SparseDotBias": "sparse_dot_bias",
+}
+
+
+def __getattr__(name):
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"cfcourse.models.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'cfcourse.models' has no attribute {name!r}")
+
 
 __all__ = [
     "INIT_STD", "CollabNN", "DotProduct", "DotProductBias", "DotProductBiasParams",
