@@ -20,19 +20,30 @@ Visiting order is an explicit choice (``order=``), because on a CPU it decides t
     Ratings are grouped by user once (in random order within a user); each epoch visits the
     users in a fresh random order. A user's factor row stays in cache while their ratings are
     visited, and the rating arrays are read in long contiguous runs.
+``"blocks"``
+    The rating matrix is cut once into a ``BLOCKS`` × ``BLOCKS`` grid: users and items are
+    dealt at random into ``BLOCKS`` groups each, and a block holds the ratings of one user group
+    for one item group, grouped by user inside it. Each epoch draws a random pairing: in each of
+    ``BLOCKS`` rounds (in random order), ``BLOCKS`` blocks that share no user group and no item
+    group are visited, one after the other on one thread, or at the same time on several. The
+    item rows a block touches are a ``1/BLOCKS`` share of the table, small enough to stay in a
+    core's cache, and the user rows stay in cache for each user's run. This is the scheme of
+    DSGD :cite:p:`gemulla2011dsgd` and LIBMF :cite:p:`chin2015fpsg`.
 
-Threads and the race (Hogwild). With ``threads > 1`` the epoch is cut into contiguous chunks
-that the threads process at the same time, all writing to the same tables *without locks*:
-the lock-free scheme of :cite:t:`recht2011hogwild` ("Hogwild!"; BibTeX key
-``recht2011hogwild``). Two threads that update the same row at once race: one may read a row
-the other is half-way through writing, and one of the two updates may overwrite the other.
-SGD tolerates it because a rating touches only two rows out of hundreds of thousands, so
-collisions are rare, and a lost or mixed update is a small perturbation of a noisy step that
-the next steps correct. Recht et al. prove near-linear speed-ups at the same convergence rate
-when such collisions are sparse. With ``"by_user"`` a user's ratings usually sit in one chunk,
-so only the item rows are shared. The price: **multi-threaded runs are not bit-for-bit
-reproducible** (which write wins depends on timing). With ``threads=1`` and a seed, a run is
-reproducible to the bit.
+Threads and the race (Hogwild). With ``threads > 1`` and the first three orders, the epoch is
+cut into contiguous chunks that the threads process at the same time, all writing to the same
+tables *without locks*: the lock-free scheme of :cite:t:`recht2011hogwild` ("Hogwild!"). Two
+threads that update the same row at once race: one may read a row the other is half-way
+through writing, and one of the two updates may overwrite the other. SGD tolerates it because a
+rating touches only two rows out of hundreds of thousands, so collisions are rare, and a lost or
+mixed update is a small perturbation of a noisy step that the next steps correct. Recht et al.
+prove near-linear speed-ups at the same convergence rate when such collisions are sparse. With
+``"by_user"`` a user's ratings usually sit in one chunk, so only the item rows are shared. The
+price: **multi-threaded runs of these orders are not bit-for-bit reproducible** (which write
+wins depends on timing). With ``threads=1`` and a seed, a run is reproducible to the bit.
+``"blocks"`` has no race at all: the blocks of a round share no row, so each row sees the same
+updates in the same order on any number of threads (up to ``BLOCKS``; more are not used), and
+a seed reproduces the factors to the bit on every thread count.
 
 numba is imported only when a kernel is first used, so :mod:`cfcourse` works without it;
 :func:`available` says whether it is installed.
@@ -41,7 +52,6 @@ Examples
 --------
 >>> import torch
 >>> from cfcourse.models.sparse_dot_bias import SparseDotBias
-from cfcourse.train import _check_divergence, _mean_square
 >>> x = torch.tensor([[0, 0], [0, 1], [1, 1]]); y = torch.tensor([4.0, 3.0, 5.0])
 >>> model = SparseDotBias(n_users=2, n_items=2, n_factors=4, mean=4.0)
 >>> losses = fit_compiled(model, x, y, epochs=2, lr=0.05, order="by_user")  # doctest: +SKIP
@@ -50,7 +60,9 @@ from cfcourse.train import _check_divergence, _mean_square
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -58,9 +70,10 @@ import torch
 from cfcourse.models.sparse_dot_bias import SparseDotBias
 from cfcourse.train import _check_divergence, _mean_square
 
-__all__ = ["ORDERS", "available", "fit_compiled", "one_cycle_lr", "visiting_order"]
+__all__ = ["BLOCKS", "ORDERS", "available", "fit_compiled", "one_cycle_lr", "visiting_order"]
 
-ORDERS = ("shuffle", "shuffled_once", "by_user")
+ORDERS = ("shuffle", "shuffled_once", "by_user", "blocks")
+BLOCKS = 8  # "blocks": the grid is BLOCKS x BLOCKS, and a round runs BLOCKS blocks at once
 EPS = 1e-8  # FusedRowAdagrad's default eps
 CHUNKS_PER_THREAD = 8  # "shuffle"/"shuffled_once": the epoch is cut into threads × this chunks
 
@@ -90,99 +103,115 @@ def one_cycle_lr(step: int, lr: float, pct_start: float, total_steps: int) -> fl
 
 
 def _one_cycle(step, lr, pct_start, total_steps):
+    c, _, _, _, end, half, _ = _one_cycle_state(step, lr, pct_start, total_steps)
+    return end + half * (c + 1.0)
+
+
+def _one_cycle_state(step, lr, pct_start, total_steps):
+    """The schedule at ``step`` in a form that the next steps can update without a cosine.
+
+    Within a phase the rate is ``end + half * (cos(a) + 1)`` with an angle ``a`` that grows by
+    the same ``da`` every step, so ``(cos a, sin a)`` advances by a rotation through ``da``:
+    four multiplications instead of a cosine per rating. Returns ``(cos a, sin a, cos da,
+    sin da, end, half, until)``, where ``until`` is the first step of the next phase.
+    """
     initial = lr / 25.0
     end1 = pct_start * total_steps - 1.0
     if step <= end1:
-        start, end, lo, hi = initial, lr, 0.0, end1
+        start, end, lo, hi, until = initial, lr, 0.0, end1, math.floor(end1) + 1.0
     else:
-        start, end, lo, hi = lr, initial / 1e4, end1, total_steps - 1.0
-    pct = (step - lo) / (hi - lo) if hi > lo else 1.0
-    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1.0)
+        start, end, lo, hi, until = lr, initial / 1e4, end1, total_steps - 1.0, math.inf
+    if hi > lo:
+        angle, da = math.pi * (step - lo) / (hi - lo), math.pi / (hi - lo)
+    else:
+        angle, da = math.pi, 0.0
+    return (math.cos(angle), math.sin(angle), math.cos(da), math.sin(da), end,
+            (start - end) / 2.0, until)
 
 
-# The epoch below is compiled twice by numba (serial, and parallel with prange); it looks up
-# these two names when it compiles, and _kernels() rebinds them to their numba versions first.
-_one_cycle_jit = _one_cycle
-prange = range
+# The epoch below looks this name up when numba compiles it; _kernel() first rebinds it to
+# its compiled version.
+_one_cycle_state_jit = _one_cycle_state
+RESYNC = 1024  # steps between exact evaluations of the schedule (a rotation drifts ~1e-16 a step)
 
 
-def _make_epoch(parallel: bool):
-    """The epoch loop; numba compiles one copy serial and one with a parallel ``prange``."""
+def sgd_epoch(users, items, ratings, index, use_index, seg_lo, seg_hi, seg_step,
+                  wu, wi, bu, bi, au, ai, abu, abi, mean, reg2, regb2, lr, pct_start, total_steps,
+              eps):
+    """The ratings at positions [lo, hi) of each segment, in order: the SGD loop, compiled.
 
-    def epoch(users, items, ratings, index, use_index, seg_lo, seg_hi, seg_step,
-              wu, wi, bu, bi, au, ai, abu, abi, mean, reg2, regb2,
-              lr, pct_start, total_steps, eps):
-        """One epoch: for each segment, the ratings at positions [lo, hi) in order.
-
-        ``index[p]`` is the rating at position ``p`` when ``use_index`` (order "shuffle");
-        otherwise the position is the rating. Segment ``s`` starts at global step
-        ``seg_step[s]``. Returns the summed squared error (before each update).
-        """
-        assert parallel in (True, False)  # a closure: each copy gets its own cache entry
-        k = wu.shape[1]
-        inv_k = np.float32(1.0 / k)
-        two = np.float32(2.0)
-        sse = 0.0
-        for s in prange(len(seg_lo)):  # threads share the segments; no locks (Hogwild)
-            lo = seg_lo[s]
-            step0 = seg_step[s] - lo
-            for p in range(lo, seg_hi[s]):
-                j = index[p] if use_index else p
-                u = users[j]
-                i = items[j]
-                rate = _one_cycle_jit(step0 + p, lr, pct_start, total_steps)
-                dot = np.float32(0.0)  # p·q, and the squared norms |p|², |q|²
-                pp = np.float32(0.0)
-                qq = np.float32(0.0)
-                for f in range(k):  # one pass reads both rows
-                    pf = wu[u, f]
-                    qf = wi[i, f]
-                    dot += pf * qf
-                    pp += pf * pf
-                    qq += qf * qf
-                err = dot + bu[u] + bi[i] + mean - ratings[j]
-                sse += err * err
-                e = two * err  # d(err²)/d(pred); batch of one, so no 1/B
-                # Adagrad's row statistic, the mean squared gradient of the row, without a
-                # second pass: |e q + λ2 p|² = e²|q|² + 2 e λ2 (p·q) + λ2²|p|²
-                cross = two * e * reg2 * dot
-                au[u] += (e * e * qq + cross + reg2 * reg2 * pp) * inv_k
-                ai[i] += (e * e * pp + cross + reg2 * reg2 * qq) * inv_k
-                su = np.float32(rate / (math.sqrt(au[u]) + eps))
-                si = np.float32(rate / (math.sqrt(ai[i]) + eps))
-                for f in range(k):  # both rows from their values before this rating's step
-                    pf = wu[u, f]
-                    qf = wi[i, f]
-                    wu[u, f] = pf - su * (e * qf + reg2 * pf)
-                    wi[i, f] = qf - si * (e * pf + reg2 * qf)
-                gbu = e + regb2 * bu[u]
-                gbi = e + regb2 * bi[i]
-                abu[u] += gbu * gbu
-                abi[i] += gbi * gbi
-                bu[u] -= np.float32(rate / (math.sqrt(abu[u]) + eps)) * gbu
-                bi[i] -= np.float32(rate / (math.sqrt(abi[i]) + eps)) * gbi
-        return sse
-
-    return epoch
+    ``index[p]`` is the rating at position ``p`` when ``use_index`` (order "shuffle");
+    otherwise the position is the rating. Segment ``s`` starts at global step
+    ``seg_step[s]``. Returns the summed squared error (before each update). Threads run
+    this function at the same time on different segments (numba releases the GIL).
+    """
+    k = wu.shape[1]
+    inv_k = np.float32(1.0 / k)
+    two = np.float32(2.0)
+    sse = 0.0
+    for s in range(len(seg_lo)):
+        lo = seg_lo[s]
+        step0 = seg_step[s] - lo
+        resync = lo
+        c = sn = cd = sd = end = half = 0.0
+        for p in range(lo, seg_hi[s]):
+            if p == resync:  # the exact schedule now and then; a rotation in between
+                c, sn, cd, sd, end, half, until = _one_cycle_state_jit(
+                    step0 + p, lr, pct_start, total_steps)
+                resync = p + int(min(RESYNC, max(1.0, until - step0 - p)))
+            rate = end + half * (c + 1.0)  # the one-cycle rate at step step0 + p
+            c, sn = c * cd - sn * sd, sn * cd + c * sd
+            j = index[p] if use_index else p
+            u = users[j]
+            i = items[j]
+            dot = np.float32(0.0)  # p·q, and the squared norms |p|², |q|²
+            pp = np.float32(0.0)
+            qq = np.float32(0.0)
+            for f in range(k):  # one pass reads both rows
+                pf = wu[u, f]
+                qf = wi[i, f]
+                dot += pf * qf
+                pp += pf * pf
+                qq += qf * qf
+            err = dot + bu[u] + bi[i] + mean - ratings[j]
+            sse += err * err
+            e = two * err  # d(err²)/d(pred); batch of one, so no 1/B
+            # Adagrad's row statistic, the mean squared gradient of the row, without a
+            # second pass: |e q + λ2 p|² = e²|q|² + 2 e λ2 (p·q) + λ2²|p|²
+            cross = two * e * reg2 * dot
+            au[u] += (e * e * qq + cross + reg2 * reg2 * pp) * inv_k
+            ai[i] += (e * e * pp + cross + reg2 * reg2 * qq) * inv_k
+            su = np.float32(rate / (math.sqrt(au[u]) + eps))
+            si = np.float32(rate / (math.sqrt(ai[i]) + eps))
+            for f in range(k):  # both rows from their values before this rating's step
+                pf = wu[u, f]
+                qf = wi[i, f]
+                wu[u, f] = pf - su * (e * qf + reg2 * pf)
+                wi[i, f] = qf - si * (e * pf + reg2 * qf)
+            gbu = e + regb2 * bu[u]
+            gbi = e + regb2 * bi[i]
+            abu[u] += gbu * gbu
+            abi[i] += gbi * gbi
+            bu[u] -= np.float32(rate / (math.sqrt(abu[u]) + eps)) * gbu
+            bi[i] -= np.float32(rate / (math.sqrt(abi[i]) + eps)) * gbi
+    return sse
 
 
 @lru_cache(maxsize=1)
-def _kernels():
-    """Compile (once per process) the serial and the parallel epoch."""
+def _kernel():
+    """numba, and :func:`sgd_epoch` compiled (once per process; numba caches it on disk)."""
     try:
         import numba
     except ImportError:
         raise ImportError("the compiled engine needs numba: pip install 'numba>=0.61' "
                           "(Colab and Kaggle have it), or use engine='torch'.") from None
-    global _one_cycle_jit, prange
-    _one_cycle_jit = numba.njit(inline="always", cache=True)(_one_cycle)
-    prange = numba.prange
+    global _one_cycle_state_jit
+    _one_cycle_state_jit = numba.njit(cache=True)(_one_cycle_state)
     # reassoc lets LLVM vectorise the sums over factors (results change in the last bits only;
-    # no assumption that values are finite, so a diverging run still shows up as a NaN loss)
+    # no assumption that values are finite, so a diverging run still shows up as a NaN loss).
+    # nogil: threads run the compiled loop at the same time.
     fast = {"reassoc", "contract"}
-    serial = numba.njit(nogil=True, cache=True, fastmath=fast)(_make_epoch(False))
-    parallel = numba.njit(nogil=True, parallel=True, cache=True, fastmath=fast)(_make_epoch(True))
-    return numba, serial, parallel
+    return numba, numba.njit(nogil=True, cache=True, fastmath=fast)(sgd_epoch)
 
 
 def _permutation(n: int, generator: torch.Generator) -> np.ndarray:
@@ -195,41 +224,82 @@ class _Plan:
     ``physical`` maps a position in the (reordered) rating arrays to the original rating.
     """
 
-    def __init__(self, order: str, users: np.ndarray, n_users: int, seed: int, chunks: int):
+    def __init__(self, order: str, users: np.ndarray, n_users: int, seed: int, chunks: int,
+                 items: np.ndarray | None = None, n_items: int = 0):
         self.order, self.n, self.chunks = order, len(users), chunks
         self.generator = torch.Generator().manual_seed(seed)
         if order == "shuffle":
             self.physical = None
         elif order == "shuffled_once":
             self.physical = _permutation(self.n, self.generator)
-        else:  # by_user: a random order within each user, then grouped by user
+        elif order == "by_user":  # a random order within each user, then grouped by user
             once = _permutation(self.n, self.generator)
             self.physical = once[np.argsort(users[once], kind="stable")]
             counts = np.bincount(users, minlength=n_users)
             self.indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
             self.n_users = n_users
+        else:  # blocks: users and items dealt at random into BLOCKS groups each
+            q = BLOCKS
+            # A random new row for each user and item; group g holds the rows
+            # [g n / q, (g + 1) n / q), so a block's rows are contiguous in the relabelled tables.
+            self.user_row = _permutation(n_users, self.generator)
+            self.item_row = _permutation(n_items, self.generator)
+            block = (self.user_row[users] * q // n_users) * q + self.item_row[items] * q // n_items
+            once = _permutation(self.n, self.generator)
+            # by block, then by user row, and the ratings of a user in random order
+            key = block[once] * n_users + self.user_row[users[once]]
+            self.physical = once[np.argsort(key, kind="stable")]
+            bounds = np.searchsorted(block[self.physical], np.arange(q * q + 1))
+            self.block_lo, self.block_hi = bounds[:-1].astype(np.int64), \
+                bounds[1:].astype(np.int64)
 
-    def epoch(self, epoch: int):
-        """(index, use_index, seg_lo, seg_hi, seg_step) for one epoch."""
+    def passes(self, epoch: int) -> list:
+        """The kernel calls of one epoch: a list of (index, use_index, seg_lo, seg_hi, seg_step).
+
+        The segments of one call may run at the same time; the calls run one after another.
+        """
         offset = epoch * self.n
+        none = np.zeros(1, np.int64)
         if self.order == "by_user":
             who = _permutation(self.n_users, self.generator)
             lo, hi = self.indptr[who], self.indptr[who + 1]
             step = offset + np.concatenate([[0], np.cumsum(hi - lo)[:-1]]).astype(np.int64)
-            return np.zeros(1, np.int64), False, lo, hi, step
+            return [(none, False, lo, hi, step)]
+        if self.order == "blocks":
+            q = BLOCKS
+            rows, cols = _permutation(q, self.generator), _permutation(q, self.generator)
+            calls = []
+            for r in _permutation(q, self.generator).tolist():  # the rounds, in random order
+                ids = rows * q + cols[(np.arange(q) + r) % q]  # no two share a row or a column
+                lo, hi = self.block_lo[ids], self.block_hi[ids]
+                step = offset + np.concatenate([[0], np.cumsum(hi - lo)[:-1]]).astype(np.int64)
+                offset += int((hi - lo).sum())
+                calls.append((none, False, lo, hi, step))
+            return calls
         bounds = np.linspace(0, self.n, min(self.chunks, self.n) + 1).astype(np.int64)
         lo, hi = bounds[:-1], bounds[1:]
         if self.order == "shuffle":
-            return _permutation(self.n, self.generator), True, lo, hi, offset + lo
-        return np.zeros(1, np.int64), False, lo, hi, offset + lo
+            return [(_permutation(self.n, self.generator), True, lo, hi, offset + lo)]
+        return [(none, False, lo, hi, offset + lo)]
 
     def sequence(self, epoch: int) -> np.ndarray:
-        """The original rating indices in the order the epoch visits them."""
-        index, use_index, lo, hi, _ = self.epoch(epoch)
-        positions = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if len(lo) else \
-            np.empty(0, np.int64)
-        seq = index[positions] if use_index else positions
+        """The original rating indices in the order the epoch visits them (on one thread)."""
+        parts = []
+        for index, use_index, lo, hi, _ in self.passes(epoch):
+            positions = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)] +
+                                       [np.empty(0, np.int64)])
+            parts.append(index[positions] if use_index else positions)
+        seq = np.concatenate(parts)
         return seq if self.physical is None else self.physical[seq]
+
+
+def _relabelled(table: np.ndarray, row: np.ndarray | None) -> np.ndarray:
+    """``table`` itself, or a copy whose row ``row[u]`` is ``table``'s row ``u``."""
+    if row is None:
+        return table
+    out = np.empty_like(table)
+    out[row] = table
+    return out
 
 
 def _check_order(order) -> str:
@@ -238,19 +308,35 @@ def _check_order(order) -> str:
     return order
 
 
-def visiting_order(order: str, users, n_users: int, epochs: int, seed: int = 0) -> list:
+def visiting_order(order: str, users, n_users: int, epochs: int, seed: int = 0,
+                   items=None, n_items: int = 0) -> list:
     """The ratings (indices into ``users``) each epoch of :func:`fit_compiled` visits, in order.
 
     On one thread the kernel visits exactly these; with more threads, each thread takes a
-    contiguous share of each epoch's list. Needs no numba.
+    contiguous share of each epoch's list (with ``"blocks"``, its share of each round's
+    blocks). ``"blocks"`` also needs ``items`` and ``n_items``. Needs no numba.
 
     >>> [s.tolist() for s in visiting_order("by_user", [0, 1, 0], n_users=2, epochs=1)]
     [[1, 2, 0]]
     """
     _check_order(order)
     users = np.asarray(users, dtype=np.int64)
-    plan = _Plan(order, users, n_users, seed, chunks=1)
+    if order == "blocks" and items is None:
+        raise ValueError('order="blocks" needs the items and n_items too.')
+    items = None if items is None else np.asarray(items, dtype=np.int64)
+    plan = _Plan(order, users, n_users, seed, chunks=1, items=items, n_items=n_items)
     return [plan.sequence(e) for e in range(epochs)]
+
+
+def _shares(sizes: np.ndarray, n: int) -> list:
+    """Cut the segments into ``n`` contiguous runs holding about the same number of ratings.
+
+    >>> _shares(np.array([5, 5, 5, 5]), 2)
+    [(0, 2), (2, 4)]
+    """
+    ends = np.searchsorted(np.cumsum(sizes), np.arange(1, n) * sizes.sum() / n, side="right")
+    cuts = [0, *(int(e) for e in ends), len(sizes)]
+    return list(pairwise(cuts))
 
 
 def _threads(numba, threads) -> int:
@@ -299,11 +385,12 @@ def fit_compiled(
         Seeds the visiting order. With ``threads=1``: same seed, same result to the bit.
     pct_start : float
         Share of the steps spent warming the learning rate up.
-    order : {"shuffle", "shuffled_once", "by_user"}
+    order : {"shuffle", "shuffled_once", "by_user", "blocks"}
         How ratings are visited (see the module's documentation).
     threads : int, optional
         Threads for the lock-free (Hogwild) parallel loop; default all of numba's
-        (``NUMBA_NUM_THREADS``). More than one thread: not bit-for-bit reproducible.
+        (``NUMBA_NUM_THREADS``). More than one thread: not bit-for-bit reproducible, except
+        with ``"blocks"``, whose threads never share a row.
     callback : callable, optional
         Called as ``callback(epoch, model)`` after each epoch.
 
@@ -335,7 +422,7 @@ def fit_compiled(
                          "(or use fit_sparse on the GPU).")
     if any(t.dtype != torch.float32 for t in tables):
         raise ValueError("the compiled engine needs float32 tables.")
-    numba, serial, parallel = _kernels()
+    numba, kernel = _kernel()
     n_threads = _threads(numba, threads)
     users = np.ascontiguousarray(x[:, 0].numpy(), dtype=np.int64)
     items = np.ascontiguousarray(x[:, 1].numpy(), dtype=np.int64)
@@ -348,28 +435,52 @@ def fit_compiled(
                              f"[{idx.min()}, {idx.max()}].")
     if not np.isfinite(ratings).all():
         raise ValueError("ratings must be finite.")
-    plan = _Plan(order, users, n_users, seed, chunks=n_threads * CHUNKS_PER_THREAD)
+    plan = _Plan(order, users, n_users, seed, chunks=n_threads * CHUNKS_PER_THREAD,
+                 items=items, n_items=n_items)
     if plan.physical is not None:  # physically reorder once
         users, items, ratings = users[plan.physical], items[plan.physical], ratings[plan.physical]
+    relabel = order == "blocks"  # train on tables whose rows follow the blocks
+    if relabel:
+        users, items = plan.user_row[users], plan.item_row[items]
     with torch.no_grad():
-        wu, wi = (t.detach().numpy() for t in tables[:2])  # views: the kernel writes the model
-        bu, bi = (t.detach().numpy().reshape(-1) for t in tables[2:])
+        views = [t.detach().numpy().reshape(len(t), -1) for t in tables]  # the model's memory
+        rows = (plan.user_row, plan.item_row) * 2 if relabel else (None,) * 4
+        work = [_relabelled(v, r) for v, r in zip(views, rows)]
+        wu, wi = work[:2]
+        bu, bi = (w.reshape(-1) for w in work[2:])
         state = [np.zeros(len(t), dtype=np.float32) for t in (wu, wi, bu, bi)]
         scalars = (np.float32(float(model.mean)), np.float32(2.0 * reg),
                    np.float32(2.0 * reg_bias), float(lr), float(pct_start),
                    float(epochs * len(users)), EPS)
-        kernel = serial if n_threads == 1 else parallel
-        before = numba.get_num_threads()
         history, scale = [], _mean_square(y)
+
+        def run(call) -> float:
+            """One kernel call; its segments shared out among the threads, no locks."""
+            index, use_index, lo, hi, step = call
+            shares = _shares(hi - lo, n_threads)
+            jobs = [pool.submit(kernel, users, items, ratings, index, use_index, lo[a:b],
+                                hi[a:b], step[a:b], wu, wi, bu, bi, *state, *scalars)
+                    for a, b in shares[1:]] if pool else []
+            a, b = shares[0]  # the calling thread takes the first share
+            sse = kernel(users, items, ratings, index, use_index, lo[a:b], hi[a:b], step[a:b],
+                         wu, wi, bu, bi, *state, *scalars)
+            return sse + sum(job.result() for job in jobs)
+
+        def write_back():
+            for view, w, r in zip(views, work, rows):
+                if r is not None:
+                    view[:] = w[r]
+
+        pool = ThreadPoolExecutor(n_threads - 1) if n_threads > 1 else None
         try:
-            numba.set_num_threads(n_threads)
             for epoch in range(epochs):
-                sse = kernel(users, items, ratings, *plan.epoch(epoch), wu, wi, bu, bi, *state,
-                             *scalars)
-                history.append(sse / len(users))
+                history.append(sum(run(call) for call in plan.passes(epoch)) / len(users))
+                if callback is not None or epoch == epochs - 1:
+                    write_back()
                 _check_divergence(history[-1], epoch, lr, scale)  # the torch path's check
                 if callback is not None:
                     callback(epoch, model)
         finally:
-            numba.set_num_threads(before)
+            if pool:
+                pool.shutdown()
     return history

@@ -48,8 +48,14 @@ from cfcourse.data.validate import validate_ratings
 from cfcourse.metrics import rmse
 
 __all__ = [
-    "collab_dataloaders", "fit_recording", "RowL2", "split_factors_biases", "tensor_dataloaders",
-    "TensorDataLoaders", "TensorLoader", "valid_rmse",
+    "RowL2",
+    "TensorDataLoaders",
+    "TensorLoader",
+    "collab_dataloaders",
+    "fit_recording",
+    "split_factors_biases",
+    "tensor_dataloaders",
+    "valid_rmse",
 ]
 
 

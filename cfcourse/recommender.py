@@ -22,9 +22,10 @@ Devices: ``fit`` and ``load`` put the model on :func:`cfcourse.env.device` unles
 
 Engines (``kind="dot_bias"``): ``engine="torch"`` trains with minibatch row-wise Adagrad in
 PyTorch (:func:`cfcourse.train.fit_sparse`, CPU or GPU); ``engine="compiled"`` with the
-numba loop over single ratings (:func:`cfcourse.compiled.fit_compiled`, CPU only, all cores,
-lock-free); ``engine="auto"`` picks the compiled one on the CPU when numba imports, PyTorch
-otherwise. The fitted model records its engine in ``engine_``.
+numba loop over single ratings (:func:`cfcourse.compiled.fit_compiled`, CPU only, all cores);
+``engine="auto"``, the default, picks the compiled one on the CPU when numba imports and no
+PyTorch-only option (``bs``, ``optimizer``) is given, PyTorch otherwise (on a GPU always). The
+fitted model records its engine in ``engine_``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ ENGINES = ("torch", "compiled", "auto")
 # (those of DEFAULTS), lr=0.1, reg=0.05. Held out over three seeds on one thread it was clearly
 # more accurate than the torch path with DEFAULTS (0.8934 ± 0.0014 vs 0.8969 ± 0.0006) and about
 # 8x faster; benchmarks/RESULTS.md, section "The compiled engine against cornac's MF".
-COMPILED_DEFAULTS = {"lr": 0.1, "reg": 0.05, "order": "by_user", "threads": None}
+COMPILED_DEFAULTS = {"lr": 0.1, "reg": 0.05, "order": "blocks", "threads": None}
 _COMPILED_ONLY = ("order", "threads")
 _FORMAT = "cfcourse-recommender-2"
 _NOT_HYPERPARAMETERS = ("kind", "engine", "rating_range", "device", "random_state")
@@ -102,8 +103,9 @@ class Recommender(Params):
     engine : {"torch", "compiled", "auto"}
         ``kind="dot_bias"`` only. ``"torch"``: minibatch row-wise Adagrad, on any device.
         ``"compiled"``: the same update one rating at a time, compiled with numba, CPU only
-        (takes ``order`` and ``threads``; ignores ``bs`` and ``optimizer``). ``"auto"``:
-        compiled on the CPU when numba imports, torch otherwise.
+        (takes ``order`` and ``threads``; ignores ``bs`` and ``optimizer``). ``"auto"`` (the
+        default): compiled on the CPU when numba imports and neither ``bs`` nor ``optimizer``
+        is given, torch otherwise.
     order, threads : optional
         The compiled engine's visiting order and thread count (:mod:`cfcourse.compiled`).
     n_iter, burn_in, thin : optional
@@ -121,9 +123,10 @@ class Recommender(Params):
     random_state : int
         Same data, same seed, same model: to the bit with ``engine="torch"`` on the CPU; on a
         GPU the order of atomic additions may change the last bits from run to run. The
-        compiled engine is reproducible to the bit with ``threads=1``; its multi-threaded runs
-        are not (its threads update shared rows without locks, and which write lands last
-        depends on timing).
+        compiled engine with its default ``order="blocks"`` is reproducible to the bit on any
+        number of threads (its threads never share a row); with the other orders only with
+        ``threads=1`` (their threads update shared rows without locks, and which write lands
+        last depends on timing).
 
     Attributes
     ----------
@@ -142,7 +145,7 @@ class Recommender(Params):
                  epochs: int | None = None, lr: float | None = None, bs: int | None = None,
                  reg: float | None = None, reg_bias: float | None = None,
                  optimizer: str | None = None, layers: list[int] | None = None,
-                 dropout: float | None = None, wd: float | None = None, engine: str = "torch",
+                 dropout: float | None = None, wd: float | None = None, engine: str = "auto",
                  order: str | None = None, threads: int | None = None,
                  n_iter: int | None = None, burn_in: int | None = None, thin: int | None = None,
                  rating_range: tuple[float, float] | None = (0.5, 5.0), device=None,
@@ -157,7 +160,7 @@ class Recommender(Params):
     def __repr__(self) -> str:
         given = {k: v for k, v in self.get_params().items()
                  if v is not None and not (k == "kind" and v == "dot_bias")
-                 and not (k == "engine" and v == "torch")
+                 and not (k == "engine" and v == "auto")
                  and not (k == "rating_range" and v == (0.5, 5.0))
                  and not (k == "random_state" and v == 0)}
         args = ", ".join(f"{k}={v!r}" for k, v in given.items())
@@ -179,9 +182,10 @@ class Recommender(Params):
         ratings; both name the learning rate.
         """
         device = env.device() if self.device is None else torch.device(self.device)
-        engine = _engine(self.engine, self.kind, device)
-        opts = _options(self.kind, {k: v for k, v in self.get_params().items()
-                                    if k not in _NOT_HYPERPARAMETERS and v is not None}, engine)
+        given = {k: v for k, v in self.get_params().items()
+                 if k not in _NOT_HYPERPARAMETERS and v is not None}
+        engine = _engine(self.engine, self.kind, device, given)
+        opts = _options(self.kind, given, engine)
         _check_range(self.rating_range)
         validate_ratings(ratings, rating_range=self.rating_range)
         users = IdIndex(ratings["user"].to_numpy(), "user")
@@ -540,8 +544,8 @@ def _check_learned(model: Recommender, ratings: pd.DataFrame, opts: dict) -> Non
                          "training was too short to learn anything (try more epochs).")
 
 
-def _engine(engine, kind: str, device: torch.device) -> str:
-    """The engine that will train: "torch" or "compiled"."""
+def _engine(engine, kind: str, device: torch.device, given: dict | None = None) -> str:
+    """The engine that will train: "torch" or "compiled" (``given``: the options set)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}.")
     if engine not in ENGINES:
@@ -549,8 +553,9 @@ def _engine(engine, kind: str, device: torch.device) -> str:
     if engine == "auto":
         from cfcourse import compiled
 
-        return "compiled" if kind == "dot_bias" and device.type == "cpu" and \
-            compiled.available() else "torch"
+        torch_only = {"bs", "optimizer"} & set(given or {})
+        return "compiled" if kind == "dot_bias" and device.type == "cpu" and not torch_only \
+            and compiled.available() else "torch"
     if engine == "compiled":
         if kind != "dot_bias":
             raise ValueError(f"engine='compiled' trains kind='dot_bias' only, got {kind!r}.")

@@ -1,12 +1,10 @@
 """Cold start: one-hot features, closed-form ridge with leave-one-out choice, new vectors."""
 
 import copy
-import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import cfcourse
 from cfcourse.coldstart import (

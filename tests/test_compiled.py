@@ -57,7 +57,8 @@ def test_one_cycle_lr_is_torchs_schedule():
 @pytest.mark.parametrize("order", ORDERS)
 def test_each_order_visits_every_rating_once_per_epoch(order):
     users = np.array([3, 0, 1, 3, 2, 0, 3, 1, 2, 2, 0, 3])
-    epochs = visiting_order(order, users, n_users=5, epochs=3, seed=1)
+    items = np.array([0, 1, 2, 1, 0, 3, 2, 2, 1, 3, 0, 3])
+    epochs = visiting_order(order, users, n_users=5, epochs=3, seed=1, items=items, n_items=4)
     for seq in epochs:
         assert sorted(seq.tolist()) == list(range(len(users))), (
             f"{order}: an epoch must visit each rating exactly once")
@@ -74,6 +75,28 @@ def test_each_order_visits_every_rating_once_per_epoch(order):
             assert len(set(firsts)) == len(firsts), "by user: each user's ratings form one run"
 
 
+def test_the_blocks_of_a_round_share_no_row():
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 40, 2000), rng.integers(0, 30, 2000)
+    plan = compiled._Plan("blocks", users, 40, seed=3, chunks=1, items=items, n_items=30)
+    for epoch in range(2):
+        calls = plan.passes(epoch)
+        assert len(calls) == compiled.BLOCKS, "one kernel call per round"
+        seen = []
+        for _, _, lo, hi, _ in calls:
+            rows = [plan.physical[a:b] for a, b in zip(lo, hi)]
+            for what, ids in (("user", users), ("item", items)):
+                sets = [set(ids[r].tolist()) for r in rows]
+                assert sum(map(len, sets)) == len(set().union(*sets)), (
+                    f"two blocks of one round share a {what}: their threads would race")
+            for r in rows:  # inside a block, each user's ratings form one run
+                runs = users[r]
+                firsts = runs[np.concatenate([[0], np.flatnonzero(np.diff(runs)) + 1])]
+                assert len(set(firsts)) == len(firsts), "a block groups its ratings by user"
+            seen += [x for r in rows for x in r.tolist()]
+        assert sorted(seen) == list(range(2000)), "the rounds cover every rating once"
+
+
 def test_visiting_order_rejects_an_unknown_order():
     with pytest.raises(ValueError, match="order must be one of"):
         visiting_order("random", [0, 1], n_users=2, epochs=1)
@@ -83,7 +106,7 @@ def test_missing_numba_gives_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # import numba now raises ImportError
     assert not compiled.available()
     with pytest.raises(ImportError, match="pip install 'numba>=0.61'"):
-        compiled._kernels.__wrapped__()
+        compiled._kernel.__wrapped__()
 
 
 # -- the compiled kernel -------------------------------------------------------------------------
@@ -113,7 +136,8 @@ def test_each_order_is_fused_row_adagrad_in_that_order(numba, order):
     opt = FusedRowAdagrad(oracle, lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(y),
                                                 pct_start=0.25, cycle_momentum=False)
-    for seq in visiting_order(order, x[:, 0].numpy(), 30, epochs, seed=5):
+    for seq in visiting_order(order, x[:, 0].numpy(), 30, epochs, seed=5, items=x[:, 1].numpy(),
+                              n_items=20):
         for j in seq.tolist():
             opt.train_step(x[j:j + 1, 0], x[j:j + 1, 1], y[j:j + 1], reg, reg_bias)
             sched.step()
@@ -147,6 +171,24 @@ def test_one_thread_and_a_seed_reproduce_to_the_bit(numba):
         "with one thread and a seed the result should be identical")
 
 
+def test_blocks_give_the_same_factors_on_any_number_of_threads(numba):
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one core: no second thread to test")
+    runs = {}
+    for threads in (1, 2):
+        model, x, y = _problem(n_users=200, n_items=120, n=20000, seed=4)
+        compiled.fit_compiled(model, x, y, epochs=2, seed=7, order="blocks", threads=threads)
+        runs[threads] = model
+    for (name, a), b in zip(runs[1].state_dict().items(), runs[2].state_dict().values()):
+        assert torch.equal(a, b), (f"blocks: {name} differs between 1 and 2 threads, so two "
+                                   "threads touched the same row in one round")
+    for order in ("shuffle", "by_user"):  # the racing orders: the same only by luck
+        model, x, y = _problem(n_users=200, n_items=120, n=20000, seed=4)
+        compiled.fit_compiled(model, x, y, epochs=2, seed=7, order=order, threads=1)
+        assert not torch.equal(model.user_factors.weight, runs[1].user_factors.weight), (
+            f"{order} should visit the ratings in another order than blocks")
+
+
 def test_threads_reach_a_similar_held_out_error(numba):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("one core: no second thread to test")
@@ -160,7 +202,7 @@ def test_threads_reach_a_similar_held_out_error(numba):
                               part["rating"].to_numpy(np.float32)))
     errors = {}
     for threads in (1, 2):
-        for order in ("shuffle", "by_user"):
+        for order in ("shuffle", "by_user", "blocks"):
             torch.manual_seed(0)
             model = SparseDotBias(300, 150, 8, mean=float(y.mean()), y_range=(0.5, 5.0))
             compiled.fit_compiled(model, x, y, epochs=8, lr=0.05, reg=0.02, order=order,
@@ -168,7 +210,7 @@ def test_threads_reach_a_similar_held_out_error(numba):
             errors[threads, order] = float(((model.predict(xv) - yv) ** 2).mean().sqrt())
     baseline = float(((yv - y.mean()) ** 2).mean().sqrt())
     assert max(errors.values()) < 0.8 * baseline, f"every run should learn: {errors}"
-    for order in ("shuffle", "by_user"):
+    for order in ("shuffle", "by_user", "blocks"):
         # Two threads interleave their chunks differently each run, which changes the visiting
         # order as much as a new seed does; 1,200 held-out ratings make ~0.02 such noise.
         assert abs(errors[1, order] - errors[2, order]) < 0.05, (

@@ -9,8 +9,8 @@ before ``fit`` raises ``NotFittedError``; ``sklearn.base.clone`` gives an unfitt
 same hyperparameters, which fits to the same predictions.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -27,9 +27,9 @@ from cfcourse.models.bpr import BPR
 from cfcourse.models.ease import EASE
 from cfcourse.models.ials import ImplicitALS
 from cfcourse.models.item_knn import ItemKNN
+from cfcourse.models.neighbors import KNNRegressor
 from cfcourse.models.neural_scorer import PairwiseRanker
 from cfcourse.models.popularity import Popularity
-from cfcourse.models.neighbors import KNNRegressor
 from cfcourse.recommender import Recommender
 
 

@@ -1,12 +1,10 @@
 """Reading a fitted model: bias tables, the PCA map, one prediction taken apart."""
 
 import copy
-import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import cfcourse
 from cfcourse.data import planted_ratings

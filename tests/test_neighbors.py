@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from cfcourse.models import neighbors
 from cfcourse.data import planted_ratings, random_split
 from cfcourse.metrics import rmse
+from cfcourse.models import neighbors
 from cfcourse.models.baselines import BiasBaseline, GlobalMean
 from cfcourse.models.neighbors import KNNRegressor, centred_cosine
 

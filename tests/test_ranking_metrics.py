@@ -2,12 +2,10 @@
 that turn a fitted model into top-k lists."""
 
 import copy
-import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import cfcourse
 from cfcourse.data import planted_ratings

@@ -214,15 +214,35 @@ def test_ci_scale_fits_on_the_cpu_even_with_cuda(data, monkeypatch):
 
 
 # -- engines: PyTorch minibatches or the compiled per-rating loop ------------------------------
-def test_the_default_engine_is_torch_and_is_recorded(model):
-    assert model.engine_ == "torch" and model.options_["engine"] == "torch"
+def test_auto_picks_torch_when_a_torch_only_option_is_given_and_records_it(model):
+    assert SMALL.get("bs") is not None, "the module's model passes bs"
+    assert model.engine == "auto" and model.engine_ == "torch" \
+        and model.options_["engine"] == "torch"
+
+
+def test_auto_picks_the_compiled_engine_on_the_cpu_when_numba_imports(data, monkeypatch):
+    from cfcourse import compiled
+    from cfcourse.recommender import _engine
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(compiled, "available", lambda: True)
+    assert _engine("auto", "dot_bias", cpu, {"epochs": 3}) == "compiled"
+    assert _engine("auto", "dot_bias", cpu, {"optimizer": "row_adagrad"}) == "torch"
+    assert _engine("auto", "dot_bias", gpu, {}) == "torch", "on a GPU, PyTorch"
+    assert _engine("auto", "nn", cpu, {}) == "torch", "the compiled engine trains dot_bias only"
+    monkeypatch.setattr(compiled, "available", lambda: False)
+    assert _engine("auto", "dot_bias", cpu, {}) == "torch", "without numba, PyTorch"
+    monkeypatch.undo()
+    if compiled.available():
+        fitted = cfcourse.fit(data[0], epochs=3, n_factors=4)
+        assert fitted.engine_ == "compiled" and fitted.options_["order"] == "blocks"
 
 
 def test_compiled_engine_learns_records_itself_and_round_trips(tmp_path, data):
     pytest.importorskip("numba")
     train, valid = data
     model = cfcourse.fit(train, engine="compiled", epochs=10, n_factors=8, threads=1)
-    assert model.engine_ == "compiled" and model.options_["order"] == "by_user"
+    assert model.engine_ == "compiled" and model.options_["order"] == "blocks"
     baseline = rmse(np.full(len(valid), train["rating"].mean()), valid["rating"])
     assert rmse(model.predict(valid), valid["rating"]) < 0.9 * baseline, (
         "the compiled engine should beat predicting the mean")
@@ -280,7 +300,7 @@ def test_auto_engine_picks_compiled_on_the_cpu_and_torch_otherwise(data, monkeyp
     ({"engine": "compiled", "device": "meta"}, "runs on the CPU"),
     ({"engine": "compiled", "order": "random"}, "order must be one of"),
     ({"engine": "compiled", "n_layers": 2}, "unknown option"),
-    ({"order": "by_user"}, "belong to engine='compiled'"),
+    ({"engine": "torch", "order": "by_user"}, "belong to engine='compiled'"),
 ])
 def test_fit_rejects_bad_engine_options(data, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -60,7 +60,7 @@ def read_archive(path: str | os.PathLike, what: str = "cfcourse file",
     except (ValueError, OSError, EOFError, zipfile.BadZipFile):
         raise ValueError(wrong) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):  # a plain .npy array
-        raise ValueError(wrong)
+        raise ValueError(wrong)  # noqa: TRY004 -- one error for every foreign file
     with archive as data:
         try:
             meta = json.loads(str(data[_META]))

@@ -43,6 +43,14 @@ def __getattr__(name):
 
 
 __all__ = [
-    "INIT_STD", "CollabNN", "DotProduct", "DotProductBias", "DotProductBiasParams",
-    "SparseDotBias", "create_params", "embedding", "emb_sz_rule", "sigmoid_range",
+    "INIT_STD",
+    "CollabNN",
+    "DotProduct",
+    "DotProductBias",
+    "DotProductBiasParams",
+    "SparseDotBias",
+    "create_params",
+    "emb_sz_rule",
+    "embedding",
+    "sigmoid_range",
 ]

@@ -11,8 +11,15 @@ import torch
 from torch import nn
 
 __all__ = [
-    "create_params", "DotProduct", "DotProductBias", "DotProductBiasParams", "embedding",
-    "INIT_STD", "inverse_sigmoid_range", "sigmoid_range", "squash",
+    "INIT_STD",
+    "DotProduct",
+    "DotProductBias",
+    "DotProductBiasParams",
+    "create_params",
+    "embedding",
+    "inverse_sigmoid_range",
+    "sigmoid_range",
+    "squash",
 ]
 
 
