@@ -7,16 +7,16 @@ split of the throughput section). Both libraries train the same biased dot-produ
 64 factors, on the same 0-based id arrays, on 2 threads:
 
 - cornac 3.x `MF(k=64, use_bias=True, num_threads=2)`: plain SGD at a constant learning rate,
-  Cython + OpenMP, visiting the ratings in the order given, with `lambda_reg` at its default
-  0.02. To read the held-out RMSE after every epoch we call the function `MF.fit` calls,
+  Cython + OpenMP, visiting the ratings in the order given. To read the held-out RMSE after every epoch we call the function `MF.fit` calls,
   `cornac.models.mf.backend_cpu.fit_sgd`, one epoch at a time on the same arrays (its learning
   rate is constant and it does not shuffle, so this is the same run as `max_iter` epochs), with
   `MF._init`'s initialisation (N(0, 0.01) factors, zero biases).
-- ours: `cfcourse.compiled.fit_compiled`, row-wise Adagrad per rating, `order="by_user"`,
-  `reg=0.05` (cfcourse's COMPILED_DEFAULTS), one-cycle schedule over the run's epochs.
+- ours: `cfcourse.compiled.fit_compiled`, row-wise Adagrad per rating, `order="blocks"` (the
+  default), one-cycle schedule over the run's epochs.
 
-Each library's learning rate is chosen from a grid of three values on an inner 90/10 split of
-the training part (same budget); the held-out 1% is then used once per run. Time to target:
+Each library's learning rate and L2 are chosen from a grid of 3 x 2 values on an inner 90/10
+split of the training part (the same budget; a run that diverges scores infinity); the held-out
+1% is then used once per run. Time to target:
 the target is cornac's best held-out RMSE over EPOCHS epochs; cornac's time is its training
 time up to that epoch; ours is the shortest of several epoch budgets whose final held-out RMSE
 reaches the target (each budget is its own run, since the one-cycle schedule depends on it).
@@ -43,17 +43,18 @@ SIZED = True
 N_FACTORS = 64
 THREADS = 2
 EPOCHS = 10  # cornac's run (and every tuning run)
-# Learning-rate grids, three values each. A first run with (0.005, 0.01, 0.02) and
-# (0.05, 0.1, 0.2) chose the top value of both grids, so both were moved up one step.
-CORNAC_LRS = (0.01, 0.02, 0.04)
-CORNAC_REG = 0.02  # cornac's default lambda_reg
-OURS_LRS = (0.1, 0.2, 0.4)
-OURS_REG, OURS_REG_BIAS = 0.05, 0.01
+# Grids of 3 learning rates x 2 L2 strengths each. Earlier runs with lr (0.005, 0.01, 0.02),
+# then (0.01, 0.02, 0.04), for cornac and (0.05, 0.1, 0.2), then (0.1, 0.2, 0.4), for ours chose
+# the top value each time, so both grids moved up; the L2 grids hold each library's default.
+CORNAC_GRID = {"lr": (0.02, 0.04, 0.08), "reg": (0.02, 0.05)}  # cornac's default lambda 0.02
+OURS_GRID = {"lr": (0.2, 0.4, 0.8), "reg": (0.02, 0.05)}  # COMPILED_DEFAULTS' reg is 0.05
+OURS_REG_BIAS = 0.01
 OURS_BUDGETS = (2, 3, 4, 6, 10)  # epoch budgets tried for time to target
 # Part 2's grid: the same size as benchmarks/bench.py's TUNE_GRID["dot_bias"] (3 x 3 x 2 x 3);
-# lr and reg are ranges for a step per rating.
-ML100K_GRID = {"n_factors": [32, 64, 128], "epochs": [8, 12, 16], "lr": [0.05, 0.1],
-               "reg": [0.02, 0.05, 0.1]}
+# lr and reg are ranges for a step per rating. A first run with lr [0.05, 0.1] and reg
+# [0.02, 0.05, 0.1] chose the top of both, so both moved up.
+ML100K_GRID = {"n_factors": [32, 64, 128], "epochs": [8, 12, 16], "lr": [0.1, 0.2],
+               "reg": [0.05, 0.1, 0.2]}
 SEEDS = (0, 1, 2)
 
 
@@ -81,7 +82,7 @@ def _rmse(pred, truth) -> float:
     return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - truth) ** 2)))
 
 
-def _cornac_run(shape, fit, held, lr, epochs):
+def _cornac_run(shape, fit, held, lr, reg, epochs):
     """(held-out RMSE after each epoch, training seconds of each epoch) of cornac's SGD."""
     from cornac.models.mf import backend_cpu
     from cornac.utils.init_utils import normal
@@ -97,7 +98,7 @@ def _cornac_run(shape, fit, held, lr, epochs):
     curve, seconds = [], []
     for _ in range(epochs):
         start = time.perf_counter()
-        backend_cpu.fit_sgd(u, i, r, big_u, big_v, bu, bi, lr, CORNAC_REG, mu, 1, THREADS,
+        backend_cpu.fit_sgd(u, i, r, big_u, big_v, bu, bi, lr, reg, mu, 1, THREADS,
                             True, False, False)
         seconds.append(time.perf_counter() - start)
         pred = mu + bu[hu] + bi[hi] + np.einsum("nk,nk->n", big_u[hu], big_v[hi])
@@ -105,7 +106,7 @@ def _cornac_run(shape, fit, held, lr, epochs):
     return curve, seconds
 
 
-def _ours_run(shape, fit, held, lr, epochs):
+def _ours_run(shape, fit, held, lr, reg, epochs):
     """(held-out RMSE after each epoch, training seconds of each epoch) of fit_compiled."""
     from cfcourse.compiled import fit_compiled
     from cfcourse.models.sparse_dot_bias import SparseDotBias
@@ -124,8 +125,8 @@ def _ours_run(shape, fit, held, lr, epochs):
         curve.append(_rmse(model.predict(xh).numpy(), held[2]))
         mark[0] = time.perf_counter()  # evaluation off the clock
 
-    fit_compiled(model, x, y, epochs=epochs, lr=lr, reg=OURS_REG, reg_bias=OURS_REG_BIAS,
-                 seed=0, order="by_user", threads=THREADS, callback=after)
+    fit_compiled(model, x, y, epochs=epochs, lr=lr, reg=reg, reg_bias=OURS_REG_BIAS,
+                 seed=0, order="blocks", threads=THREADS, callback=after)
     return curve, spent
 
 
@@ -137,27 +138,35 @@ def _race(n_ratings: int) -> list[str]:
     inner = _arrays(fit_part), _arrays(tune_part)
     # warm-up: numba compiles (or loads) its kernel, OpenMP starts its threads
     small = tuple(a[:10_000] for a in inner[0])
-    _ours_run(shape, small, inner[1], 0.1, 1)
-    _cornac_run(shape, small, inner[1], 0.01, 1)
-    rows = [note, "", "Learning rate tuned on an inner 90/10 split of the training part, "
-            f"{EPOCHS} epochs each (final inner RMSE; the held-out 1% is not used):", "",
-            "| library | lr | inner-split RMSE |", "|---|---:|---:|"]
+    _ours_run(shape, small, inner[1], 0.1, 0.05, 1)
+    _cornac_run(shape, small, inner[1], 0.01, 0.02, 1)
+    rows = [note, "", ("Learning rate and L2 tuned on an inner 90/10 split of the training "
+                       f"part, {EPOCHS} epochs each (final inner RMSE; the held-out 1% is not "
+                       "used; inf: diverged):"), "",
+            "| library | lr | L2 | inner-split RMSE |", "|---|---:|---:|---:|"]
     best = {}
-    for name, run, grid in (("cornac MF", _cornac_run, CORNAC_LRS),
-                            ("ours, compiled", _ours_run, OURS_LRS)):
-        scores = {lr: run(shape, *inner, lr, EPOCHS)[0][-1] for lr in grid}
+    for name, run, grid in (("cornac MF", _cornac_run, CORNAC_GRID),
+                            ("ours, compiled", _ours_run, OURS_GRID)):
+        scores = {}
+        for lr in grid["lr"]:
+            for reg in grid["reg"]:
+                try:
+                    final = run(shape, *inner, lr, reg, EPOCHS)[0][-1]
+                except FloatingPointError:  # ours refuses a diverged run
+                    final = float("inf")
+                scores[lr, reg] = final if np.isfinite(final) else float("inf")
         best[name] = min(scores, key=scores.get)
-        rows += [f"| {name} | {lr} | {s:.4f} |" for lr, s in scores.items()]
+        rows += [f"| {name} | {lr} | {reg} | {s:.4f} |" for (lr, reg), s in scores.items()]
     del inner, fit_part, tune_part
     full, held = _arrays(train), _arrays(valid)
     n = len(full[0])
-    c_curve, c_sec = _cornac_run(shape, full, held, best["cornac MF"], EPOCHS)
+    c_curve, c_sec = _cornac_run(shape, full, held, *best["cornac MF"], EPOCHS)
     target_epoch = int(np.argmin(c_curve))
     target = c_curve[target_epoch]
     c_time = float(np.sum(c_sec[: target_epoch + 1]))
     ours = {}
     for budget in OURS_BUDGETS:
-        ours[budget] = _ours_run(shape, full, held, best["ours, compiled"], budget)
+        ours[budget] = _ours_run(shape, full, held, *best["ours, compiled"], budget)
         if ours[budget][0][-1] <= target:
             break
     reached = [b for b, (curve, _) in ours.items() if curve[-1] <= target]
@@ -166,12 +175,14 @@ def _race(n_ratings: int) -> list[str]:
              f"{THREADS} threads each:", "",
              "| run | seconds / epoch (median) | ratings / s | held-out RMSE per epoch |",
              "|---|---:|---:|---|"]
-    rows.append(f"| cornac MF, lr={best['cornac MF']}, lambda_reg={CORNAC_REG}, {EPOCHS} epochs "
+    rows.append(f"| cornac MF, lr={best['cornac MF'][0]}, lambda_reg={best['cornac MF'][1]}, "
+                f"{EPOCHS} epochs "
                 f"| {c_epoch:.2f} | {n / c_epoch:,.0f} | "
                 f"{', '.join(f'{v:.4f}' for v in c_curve)} |")
     for budget, (curve, sec) in ours.items():
         o_epoch = float(np.median(sec))
-        rows.append(f"| ours, fit_compiled by_user, lr={best['ours, compiled']}, reg={OURS_REG},"
+        rows.append(f"| ours, fit_compiled blocks, lr={best['ours, compiled'][0]}, "
+                    f"reg={best['ours, compiled'][1]},"
                     f" {budget} epochs | {o_epoch:.2f} | {n / o_epoch:,.0f} | "
                     f"{', '.join(f'{v:.4f}' for v in curve)} |")
     rows += ["", f"Target: cornac's best held-out RMSE, {target:.4f}, reached after "
@@ -245,19 +256,22 @@ def _ml100k() -> list[str]:
                if clearly_better(b, a) else "a tie (gap within the seed spread)")
     rows += ["", f"Accuracy: {verdict}. Chosen COMPILED_DEFAULTS: {chosen}.",
              "Both engines ran on one thread (torch.set_num_threads(1), threads=1), so every "
-             "run here is reproducible to the bit; with more threads the compiled engine is "
-             "not (lock-free updates race)."]
+             "run here is reproducible to the bit (the compiled engine's default order, blocks, "
+             "is also reproducible on more threads)."]
     return rows
 
 
-def run(n_ratings: int = 5_000_000) -> list[str]:
+def run(n_ratings: int = 25_000_095) -> list[str]:
+    """The race at 5 M ratings and at ``n_ratings`` (ML-25M's full size by default), then ML-100k."""
     import numba
 
     rows = [f"cornac {__import__('cornac').__version__}, numba {numba.__version__} "
             f"({numba.config.NUMBA_NUM_THREADS} threads available; {THREADS} used). "
             "Wall-clock times on a shared machine: read the ratios.", ""]
-    try:
-        rows += _race(n_ratings)
-    except MemoryError:
-        rows += [f"Not measured at {n_ratings:,} ratings: out of memory on this machine."]
+    for size in sorted({min(5_000_000, n_ratings), n_ratings}):
+        rows += ["", f"### The race at {size:,} ratings", ""]
+        try:
+            rows += _race(size)
+        except MemoryError:
+            rows += [f"Not measured at {size:,} ratings: out of memory on this machine."]
     return rows + _ml100k()
