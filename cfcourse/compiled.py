@@ -214,6 +214,41 @@ def _kernel():
     return numba, numba.njit(nogil=True, cache=True, fastmath=fast)(sgd_epoch)
 
 
+def _group(keys: np.ndarray, n_keys: int, order: np.ndarray) -> np.ndarray:
+    """The positions of ``order`` sorted by ``keys``, keeping ``order`` among equal keys.
+
+    ``order[np.argsort(keys[order], kind="stable")]``, which takes several seconds at 25 M
+    ratings; with numba, a counting sort does it in one pass.
+
+    >>> _group(np.array([1, 0, 1, 0]), 2, np.array([3, 2, 1, 0])).tolist()
+    [3, 1, 2, 0]
+    """
+    if n_keys <= 4 * len(keys) + 1024:  # the counts fit: counting sort
+        try:
+            counting = _counting_sort()
+        except ImportError:
+            counting = None
+        if counting is not None:
+            starts = np.concatenate([[0], np.cumsum(np.bincount(keys, minlength=n_keys))])
+            return counting(keys, order, starts[:-1].astype(np.int64))
+    return order[np.argsort(keys[order], kind="stable")]
+
+
+@lru_cache(maxsize=1)
+def _counting_sort():
+    import numba
+
+    @numba.njit(cache=True)
+    def scatter(keys, order, starts):
+        out = np.empty(len(order), np.int64)
+        for j in order:
+            out[starts[keys[j]]] = j
+            starts[keys[j]] += 1
+        return out
+
+    return scatter
+
+
 def _permutation(n: int, generator: torch.Generator) -> np.ndarray:
     return torch.randperm(n, generator=generator).numpy()
 
@@ -234,7 +269,7 @@ class _Plan:
             self.physical = _permutation(self.n, self.generator)
         elif order == "by_user":  # a random order within each user, then grouped by user
             once = _permutation(self.n, self.generator)
-            self.physical = once[np.argsort(users[once], kind="stable")]
+            self.physical = _group(users, n_users, once)
             counts = np.bincount(users, minlength=n_users)
             self.indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
             self.n_users = n_users
@@ -247,8 +282,8 @@ class _Plan:
             block = (self.user_row[users] * q // n_users) * q + self.item_row[items] * q // n_items
             once = _permutation(self.n, self.generator)
             # by block, then by user row, and the ratings of a user in random order
-            key = block[once] * n_users + self.user_row[users[once]]
-            self.physical = once[np.argsort(key, kind="stable")]
+            key = block * n_users + self.user_row[users]
+            self.physical = _group(key, q * q * n_users, once)
             bounds = np.searchsorted(block[self.physical], np.arange(q * q + 1))
             self.block_lo, self.block_hi = bounds[:-1].astype(np.int64), \
                 bounds[1:].astype(np.int64)
