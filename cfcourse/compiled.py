@@ -54,7 +54,7 @@ Examples
 >>> from cfcourse.models.sparse_dot_bias import SparseDotBias
 >>> x = torch.tensor([[0, 0], [0, 1], [1, 1]]); y = torch.tensor([4.0, 3.0, 5.0])
 >>> model = SparseDotBias(n_users=2, n_items=2, n_factors=4, mean=4.0)
->>> losses = fit_compiled(model, x, y, epochs=2, lr=0.05, order="by_user")  # doctest: +SKIP
+>>> losses = fit_compiled(model, x, y, epochs=2, lr=0.05, order="blocks")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -394,7 +394,7 @@ def fit_compiled(
     reg_bias: float = 0.01,
     seed: int = 0,
     pct_start: float = 0.25,
-    order: str = "by_user",
+    order: str = "blocks",
     threads: int | None = None,
     callback=None,
 ) -> list[float]:

@@ -63,15 +63,17 @@ DEFAULTS = {
 }
 KINDS = tuple(DEFAULTS)
 ENGINES = ("torch", "compiled", "auto")
-# The compiled engine steps once per rating, so its learning rate and L2 are its own; it shares
-# n_factors, epochs and reg_bias with DEFAULTS["dot_bias"] and ignores bs and optimizer.
-# lr and reg: the best of a 54-setting grid (n_factors [32, 64, 128] x epochs [8, 12, 16] x lr
-# [0.05, 0.1] x reg [0.02, 0.05, 0.1], the budget of DEFAULTS' grid) on an inner 90/10 split of
-# the training part of ML-100k's random_split(valid_pct=0.1, seed=42): 32 factors, 12 epochs
-# (those of DEFAULTS), lr=0.1, reg=0.05. Held out over three seeds on one thread it was clearly
-# more accurate than the torch path with DEFAULTS (0.8934 ± 0.0014 vs 0.8969 ± 0.0006) and about
-# 8x faster; benchmarks/RESULTS.md, section "The compiled engine against cornac's MF".
-COMPILED_DEFAULTS = {"lr": 0.1, "reg": 0.05, "order": "blocks", "threads": None}
+# The compiled engine steps once per rating, so its settings are its own; it shares reg_bias
+# with DEFAULTS["dot_bias"] and ignores bs and optimizer. n_factors, epochs, lr and reg: the best
+# of a 54-setting grid (n_factors [32, 64, 128] x epochs [8, 12, 16] x lr [0.1, 0.2] x reg
+# [0.05, 0.1, 0.2], the budget of DEFAULTS' grid; an earlier grid with lr [0.05, 0.1] and reg
+# [0.02, 0.05, 0.1] chose the top of both) on an inner 90/10 split of the training part of
+# ML-100k's random_split(valid_pct=0.1, seed=42), in the blocks order. epochs=16 is the grid's
+# top. Held out over three seeds on one thread it was clearly more accurate than the torch path
+# with DEFAULTS (0.8941 ± 0.0004 vs 0.8969 ± 0.0006) and about 10x faster (0.18 s vs 1.8 s);
+# benchmarks/RESULTS.md, section "The compiled engine against cornac's MF".
+COMPILED_DEFAULTS = {"n_factors": 64, "epochs": 16, "lr": 0.1, "reg": 0.1, "order": "blocks",
+                     "threads": None}
 _COMPILED_ONLY = ("order", "threads")
 _FORMAT = "cfcourse-recommender-2"
 _NOT_HYPERPARAMETERS = ("kind", "engine", "rating_range", "device", "random_state")
@@ -96,7 +98,8 @@ class Recommender(Params):
         ``kind="dot_bias"``: factors per user and item, passes over the data, peak learning
         rate of the one-cycle schedule, ratings per step, L2 on the looked-up factors and
         biases, and the row-wise optimiser. ``None``: :data:`DEFAULTS` (and
-        :data:`COMPILED_DEFAULTS` for ``lr``/``reg`` with the compiled engine).
+        :data:`COMPILED_DEFAULTS` for ``n_factors``, ``epochs``, ``lr`` and ``reg`` with the
+        compiled engine).
     layers, dropout, wd : optional
         ``kind="nn"``: hidden layer widths, dropout after each, weight decay (with ``epochs``,
         ``lr``, ``bs``).

@@ -254,7 +254,7 @@ def test_compiled_engine_learns_records_itself_and_round_trips(tmp_path, data):
     assert back.engine_ == "compiled" and np.allclose(back.predict(valid), model.predict(valid))
 
 
-def test_compiled_engine_uses_its_own_lr_and_reg(data, monkeypatch):
+def test_compiled_engine_uses_its_own_settings(data, monkeypatch):
     pytest.importorskip("numba")
     from cfcourse import compiled
     from cfcourse.recommender import COMPILED_DEFAULTS, DEFAULTS
@@ -269,7 +269,8 @@ def test_compiled_engine_uses_its_own_lr_and_reg(data, monkeypatch):
     with pytest.raises(_Stop):
         cfcourse.fit(data[0], engine="compiled", order="shuffle")
     assert seen["lr"] == COMPILED_DEFAULTS["lr"] and seen["reg"] == COMPILED_DEFAULTS["reg"]
-    assert seen["order"] == "shuffle" and seen["epochs"] == DEFAULTS["dot_bias"]["epochs"]
+    assert seen["order"] == "shuffle" and seen["epochs"] == COMPILED_DEFAULTS["epochs"]
+    assert seen["reg_bias"] == DEFAULTS["dot_bias"]["reg_bias"], "reg_bias is shared"
     with pytest.raises(_Stop):
         cfcourse.fit(data[0], engine="compiled", lr=0.01)
     assert seen["lr"] == 0.01, "a given lr wins over the engine's default"
