@@ -2,12 +2,14 @@
 
 Writes benchmarks/RESULTS.md (machine, date, command, and one table per claim):
 
-- tune:       the grid search on an inner split that chose cfcourse.fit's DEFAULTS;
-- api:        cfcourse.fit vs Surprise's SVD and SVD++ on ML-100k, each tuned with the same
-              budget on an inner split, three seeds each (the book's comparison protocol);
+- tune:       the grid search on an inner split that chose cfcourse.fit's DEFAULTS (the
+              PyTorch engine's; the compiled engine's are tuned in bench_cornac.py);
+- api:        cfcourse.fit (engine="torch") vs Surprise's SVD and SVD++ on ML-100k, each tuned
+              with the same budget on an inner split, three seeds each (the book's protocol);
 - bayes:      Bayesian MF by Gibbs sampling, cfcourse.models.bayesian vs myFM, cfcourse.fit
               and Surprise SVD++, three seeds;
-- ml100k:     time to reach fastai's recipe RMSE on the course's 80/20 split, fastai vs ours;
+- ml100k:     time to reach fastai's recipe RMSE on the course's 80/20 split, fastai vs
+              cfcourse.fit with its defaults (the compiled engine on a CPU with numba);
 - throughput: training ratings/s at ML-25M's size on this CPU, with the RMSE reached,
               next to fastai's own pipeline on the same data;
 - loading:    parsing a 25M-row ratings.csv (real layout) first and cached, under /usr/bin/time -v;
@@ -80,7 +82,7 @@ def _tune_kind(kind: str, train) -> list[str]:
     from cfcourse.recommender import DEFAULTS
 
     def score(params, fit_part, tune_part):
-        model = cfcourse.fit(fit_part, kind=kind, **params)
+        model = cfcourse.fit(fit_part, kind=kind, engine="torch", **params)
         return rmse(model.predict(tune_part, unknown="bias"), tune_part["rating"])
 
     grid = TUNE_GRID[kind]
@@ -93,7 +95,8 @@ def _tune_kind(kind: str, train) -> list[str]:
     runs = []
     for label, params in (("grid's best", result.best_params), ("DEFAULTS", current)):
         frame = over_seeds(lambda s, p=params: rmse(
-            cfcourse.fit(fit_part, kind=kind, random_state=s, **p).predict(tune_part, unknown="bias"),
+            cfcourse.fit(fit_part, kind=kind, random_state=s, engine="torch", **p).predict(
+                tune_part, unknown="bias"),
             tune_part["rating"]), TUNE_SEEDS)
         runs.append(frame.assign(setting=f"{label}: {params}"))
     import pandas as pd
@@ -157,7 +160,8 @@ def _api_fitter(name: str):
 
     if name.startswith("cfcourse"):
         def fit(train, params, seed):
-            model = cfcourse.fit(train, random_state=seed, n_factors=64, epochs=12, **params)
+            model = cfcourse.fit(train, random_state=seed, n_factors=64, epochs=12,
+                                 engine="torch", **params)
             return lambda frame: model.predict(frame, unknown="bias")
         return fit
     algo = SVD if "SVD++" not in name else SVDpp
@@ -259,7 +263,7 @@ def bench_bayes() -> list[str]:
         return lambda frame: model.predict(frame, unknown="bias")
 
     def sgd_fit(seed):
-        model = cfcourse.fit(train, random_state=seed)
+        model = cfcourse.fit(train, random_state=seed, engine="torch")
         return lambda frame: model.predict(frame, unknown="bias")
 
     def svdpp_fit(seed):  # Surprise's defaults (20 factors, 20 epochs), as its authors ship it
@@ -347,7 +351,8 @@ def bench_ml100k() -> list[str]:
     rows = ["| pipeline | seconds | valid RMSE |", "|---|---:|---:|",
             f"| fastai recipe: collab_learner, bs=64, fit_one_cycle(5, 5e-3, wd=0.1) | "
             f"{fastai_seconds:.1f} | {target:.4f} |",
-            f"| cfcourse.fit (defaults), whole run | {total:.1f} | {final:.4f} |"]
+            f"| cfcourse.fit (defaults: engine {model.engine_!r}), whole run | {total:.1f} | "
+            f"{final:.4f} |"]
     if reached:
         rows.append(f"| cfcourse.fit, time to reach {target:.4f} (epoch {reached['epoch']}) | "
                     f"{reached['seconds']:.1f} | {reached['rmse']:.4f} |")
