@@ -1,13 +1,15 @@
 """The compiled engine raced against cornac's MF, and against the PyTorch path on ML-100k.
 
-`python benchmarks/bench.py --only cornac --ratings N` (the section of benchmarks/RESULTS.md).
+`python benchmarks/bench.py --only cornac [--ratings N]` (the section of benchmarks/RESULTS.md).
 
-Part 1, the race. Planted ratings of ML-25M's shape at N ratings (99% train, 1% held out, the
-split of the throughput section). Both libraries train the same biased dot-product model with
-64 factors, on the same 0-based id arrays, on 2 threads:
+Part 1, the race. Planted ratings of ML-25M's shape at 5 M ratings and at N (default: ML-25M's
+25,000,095), 99% train, 1% held out (the split of the throughput section). Both libraries
+train the same biased dot-product model with 64 factors, on the same 0-based id arrays, on 2
+threads:
 
 - cornac 3.x `MF(k=64, use_bias=True, num_threads=2)`: plain SGD at a constant learning rate,
-  Cython + OpenMP, visiting the ratings in the order given. To read the held-out RMSE after every epoch we call the function `MF.fit` calls,
+  Cython + OpenMP, visiting the ratings in the order given. To read the held-out RMSE after
+  every epoch we call the function `MF.fit` calls,
   `cornac.models.mf.backend_cpu.fit_sgd`, one epoch at a time on the same arrays (its learning
   rate is constant and it does not shuffle, so this is the same run as `max_iter` epochs), with
   `MF._init`'s initialisation (N(0, 0.01) factors, zero biases).

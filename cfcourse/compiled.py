@@ -136,7 +136,7 @@ RESYNC = 1024  # steps between exact evaluations of the schedule (a rotation dri
 
 
 def sgd_epoch(users, items, ratings, index, use_index, seg_lo, seg_hi, seg_step,
-                  wu, wi, bu, bi, au, ai, abu, abi, mean, reg2, regb2, lr, pct_start, total_steps,
+              wu, wi, bu, bi, au, ai, abu, abi, mean, reg2, regb2, lr, pct_start, total_steps,
               eps):
     """The ratings at positions [lo, hi) of each segment, in order: the SGD loop, compiled.
 
@@ -223,14 +223,9 @@ def _group(keys: np.ndarray, n_keys: int, order: np.ndarray) -> np.ndarray:
     >>> _group(np.array([1, 0, 1, 0]), 2, np.array([3, 2, 1, 0])).tolist()
     [3, 1, 2, 0]
     """
-    if n_keys <= 4 * len(keys) + 1024:  # the counts fit: counting sort
-        try:
-            counting = _counting_sort()
-        except ImportError:
-            counting = None
-        if counting is not None:
-            starts = np.concatenate([[0], np.cumsum(np.bincount(keys, minlength=n_keys))])
-            return counting(keys, order, starts[:-1].astype(np.int64))
+    if n_keys <= 4 * len(keys) + 1024 and available():  # the counts fit: counting sort
+        starts = np.concatenate([[0], np.cumsum(np.bincount(keys, minlength=n_keys))])
+        return _counting_sort()(keys, order, starts[:-1].astype(np.int64))
     return order[np.argsort(keys[order], kind="stable")]
 
 
@@ -284,7 +279,7 @@ class _Plan:
             # by block, then by user row, and the ratings of a user in random order
             key = block * n_users + self.user_row[users]
             self.physical = _group(key, q * q * n_users, once)
-            bounds = np.searchsorted(block[self.physical], np.arange(q * q + 1))
+            bounds = np.concatenate([[0], np.cumsum(np.bincount(block, minlength=q * q))])
             self.block_lo, self.block_hi = bounds[:-1].astype(np.int64), \
                 bounds[1:].astype(np.int64)
 
@@ -492,14 +487,14 @@ def fit_compiled(
         def run(call) -> float:
             """One kernel call; its segments shared out among the threads, no locks."""
             index, use_index, lo, hi, step = call
-            shares = _shares(hi - lo, n_threads)
-            jobs = [pool.submit(kernel, users, items, ratings, index, use_index, lo[a:b],
-                                hi[a:b], step[a:b], wu, wi, bu, bi, *state, *scalars)
-                    for a, b in shares[1:]] if pool else []
-            a, b = shares[0]  # the calling thread takes the first share
-            sse = kernel(users, items, ratings, index, use_index, lo[a:b], hi[a:b], step[a:b],
-                         wu, wi, bu, bi, *state, *scalars)
-            return sse + sum(job.result() for job in jobs)
+
+            def share(a: int, b: int) -> float:
+                return kernel(users, items, ratings, index, use_index, lo[a:b], hi[a:b],
+                              step[a:b], wu, wi, bu, bi, *state, *scalars)
+
+            first, *rest = _shares(hi - lo, n_threads)
+            jobs = [pool.submit(share, a, b) for a, b in rest] if pool else []
+            return share(*first) + sum(job.result() for job in jobs)  # the caller takes one
 
         def write_back():
             for view, w, r in zip(views, work, rows):
