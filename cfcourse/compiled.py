@@ -28,7 +28,10 @@ Visiting order is an explicit choice (``order=``), because on a CPU it decides t
     group are visited, one after the other on one thread, or at the same time on several. The
     item rows a block touches are a ``1/BLOCKS`` share of the table, small enough to stay in a
     core's cache, and the user rows stay in cache for each user's run. This is the scheme of
-    DSGD :cite:p:`gemulla2011dsgd` and LIBMF :cite:p:`chin2015fpsg`.
+    DSGD :cite:p:`gemulla2011dsgd` and LIBMF :cite:p:`chin2015fpsg`. The layout is built
+    once, in three linear passes split among the threads and no sort (count the blocks, deal
+    the ratings into them, group each block by user); the tables are relabelled so that each
+    group's rows are contiguous.
 
 Threads and the race (Hogwild). With ``threads > 1`` and the first three orders, the epoch is
 cut into contiguous chunks that the threads process at the same time, all writing to the same
@@ -248,14 +251,124 @@ def _permutation(n: int, generator: torch.Generator) -> np.ndarray:
     return torch.randperm(n, generator=generator).numpy()
 
 
+def _block_of(u, i, n_users, n_items, q):
+    """The block of a rating on relabelled rows ``u`` and ``i``: row ``r`` of ``n`` is in group
+    ``r * q // n``, and block ``gu * q + gi`` holds user group ``gu`` and item group ``gi``."""
+    return (u * q // n_users) * q + i * q // n_items
+
+
+def _count_blocks(users, items, user_row, item_row, n_users, n_items, q, lo, hi):
+    """Pass 1 of the blocks layout: how many of the ratings [lo, hi) fall in each block."""
+    counts = np.zeros(q * q, np.int64)
+    for j in range(lo, hi):
+        counts[_block_of_jit(user_row[users[j]], item_row[items[j]], n_users, n_items, q)] += 1
+    return counts
+
+
+def _deal(users, items, ratings, user_row, item_row, n_users, n_items, q, lo, hi, fill,
+          tj, tu, ti, tr):
+    """Pass 2: deal the ratings [lo, hi) into their blocks, from the positions ``fill``.
+
+    ``q * q`` write streams, each in cache; the rows are relabelled on the way."""
+    for j in range(lo, hi):
+        u = user_row[users[j]]
+        i = item_row[items[j]]
+        b = _block_of_jit(u, i, n_users, n_items, q)
+        p = fill[b]
+        fill[b] = p + 1
+        tj[p], tu[p], ti[p], tr[p] = j, u, i, ratings[j]
+
+
+def _group_blocks(tj, tu, ti, tr, bounds, n_users, q, first_block, last_block, noise,
+                  physical, out_u, out_i, out_r):
+    """Pass 3, for blocks [first_block, last_block): group each block by user row (a counting
+    sort inside the block, in cache), then shuffle each user's run (Fisher-Yates, drawing
+    from ``noise``)."""
+    for b in range(first_block, last_block):
+        lo, hi = bounds[b], bounds[b + 1]
+        g = b // q
+        first = (g * n_users + q - 1) // q  # the group's user rows are [first, last)
+        last = ((g + 1) * n_users + q - 1) // q
+        counts = np.zeros(last - first + 1, np.int64)
+        for p in range(lo, hi):
+            counts[tu[p] - first + 1] += 1
+        starts = np.cumsum(counts) + lo
+        fill = starts.copy()
+        for p in range(lo, hi):
+            d = fill[tu[p] - first]
+            fill[tu[p] - first] = d + 1
+            physical[d], out_u[d], out_i[d], out_r[d] = tj[p], tu[p], ti[p], tr[p]
+        for k in range(last - first):
+            a = starts[k]
+            for t in range(starts[k + 1] - 1, a, -1):  # (out_u is the same along a run)
+                s = min(t, a + int(float(noise[t]) * (t - a + 1)))
+                physical[t], physical[s] = physical[s], physical[t]
+                out_i[t], out_i[s] = out_i[s], out_i[t]
+                out_r[t], out_r[s] = out_r[s], out_r[t]
+
+
+# Looked up when numba compiles the passes; _layout_passes() rebinds it first.
+_block_of_jit = _block_of
+
+
+@lru_cache(maxsize=2)
+def _layout_passes(compiled: bool):
+    """The three passes, compiled (nogil, so threads run them at once) or as plain Python."""
+    if not compiled:
+        return _count_blocks, _deal, _group_blocks
+    import numba
+
+    global _block_of_jit
+    _block_of_jit = numba.njit(cache=True, inline="always")(_block_of)
+    jit = numba.njit(nogil=True, cache=True)
+    return jit(_count_blocks), jit(_deal), jit(_group_blocks)
+
+
+def _blocks_layout(users, items, ratings, user_row, item_row, n_users, n_items, noise,
+                   threads=1, compiled=True):
+    """The ratings laid out for ``order="blocks"``: three passes, no sort.
+
+    Returns the original index of each position, the relabelled user and item rows, the
+    ratings, and the bounds of the ``BLOCKS * BLOCKS`` blocks. Inside a block the ratings are
+    grouped by user row, each user's run in random order (from ``noise``). The threads split
+    each pass; the arrays are the same on any number of threads, compiled or not.
+    """
+    count, deal, group = _layout_passes(compiled and available())
+    q, n = BLOCKS, len(users)
+    index = np.int32 if max(n, n_users, n_items) < 2**31 else np.int64  # less memory to stream
+    args = (user_row, item_row, n_users, n_items, q)
+    cuts = np.linspace(0, n, threads + 1).astype(np.int64)
+    with ThreadPoolExecutor(threads) as pool:
+        parts = list(pool.map(lambda k: count(users, items, *args, cuts[k], cuts[k + 1]),
+                              range(threads)))
+        per_block = np.sum(parts, axis=0)
+        bounds = np.concatenate([[0], np.cumsum(per_block)]).astype(np.int64)
+        # thread k's ratings go after those of threads < k: the order of a serial pass
+        fills = bounds[:-1] + np.cumsum([np.zeros(q * q, np.int64), *parts[:-1]], axis=0)
+        tj, tu, ti = (np.empty(n, index) for _ in range(3))
+        tr = np.empty(n, np.float32)
+        list(pool.map(lambda k: deal(users, items, ratings, *args, cuts[k], cuts[k + 1],
+                                     fills[k].astype(np.int64), tj, tu, ti, tr),
+                      range(threads)))
+        physical, out_u, out_i = (np.empty(n, index) for _ in range(3))
+        out_r = np.empty(n, np.float32)
+        shares = _shares(per_block, threads)
+        list(pool.map(lambda ab: group(tj, tu, ti, tr, bounds, n_users, q, ab[0], ab[1], noise,
+                                       physical, out_u, out_i, out_r), shares))
+    return physical, out_u, out_i, out_r, bounds
+
+
 class _Plan:
     """Where the ratings lie in memory and which segments each epoch visits.
 
     ``physical`` maps a position in the (reordered) rating arrays to the original rating.
+    With ``"blocks"``, ``users``, ``items`` and ``ratings`` hold the reordered arrays, their
+    user and item indices already relabelled (``user_row``, ``item_row``).
     """
 
     def __init__(self, order: str, users: np.ndarray, n_users: int, seed: int, chunks: int,
-                 items: np.ndarray | None = None, n_items: int = 0):
+                 items: np.ndarray | None = None, n_items: int = 0,
+                 ratings: np.ndarray | None = None, threads: int = 1):
         self.order, self.n, self.chunks = order, len(users), chunks
         self.generator = torch.Generator().manual_seed(seed)
         if order == "shuffle":
@@ -269,19 +382,16 @@ class _Plan:
             self.indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
             self.n_users = n_users
         else:  # blocks: users and items dealt at random into BLOCKS groups each
-            q = BLOCKS
-            # A random new row for each user and item; group g holds the rows
-            # [g n / q, (g + 1) n / q), so a block's rows are contiguous in the relabelled tables.
+            # A random new row for each user and item; group g holds the rows r with
+            # r * BLOCKS // n == g, so a block's rows are contiguous in the relabelled tables.
             self.user_row = _permutation(n_users, self.generator)
             self.item_row = _permutation(n_items, self.generator)
-            block = (self.user_row[users] * q // n_users) * q + self.item_row[items] * q // n_items
-            once = _permutation(self.n, self.generator)
-            # by block, then by user row, and the ratings of a user in random order
-            key = block * n_users + self.user_row[users]
-            self.physical = _group(key, q * q * n_users, once)
-            bounds = np.concatenate([[0], np.cumsum(np.bincount(block, minlength=q * q))])
-            self.block_lo, self.block_hi = bounds[:-1].astype(np.int64), \
-                bounds[1:].astype(np.int64)
+            noise = torch.rand(self.n, generator=self.generator).numpy()  # the runs' shuffles
+            ratings = np.zeros(self.n, np.float32) if ratings is None else ratings
+            self.physical, self.users, self.items, self.ratings, bounds = _blocks_layout(
+                users, items, ratings, self.user_row, self.item_row, n_users, n_items, noise,
+                threads)
+            self.block_lo, self.block_hi = bounds[:-1], bounds[1:]
 
     def passes(self, epoch: int) -> list:
         """The kernel calls of one epoch: a list of (index, use_index, seg_lo, seg_hi, seg_step).
@@ -466,12 +576,12 @@ def fit_compiled(
     if not np.isfinite(ratings).all():
         raise ValueError("ratings must be finite.")
     plan = _Plan(order, users, n_users, seed, chunks=n_threads * CHUNKS_PER_THREAD,
-                 items=items, n_items=n_items)
-    if plan.physical is not None:  # physically reorder once
-        users, items, ratings = users[plan.physical], items[plan.physical], ratings[plan.physical]
+                 items=items, n_items=n_items, ratings=ratings, threads=n_threads)
     relabel = order == "blocks"  # train on tables whose rows follow the blocks
-    if relabel:
-        users, items = plan.user_row[users], plan.item_row[items]
+    if relabel:  # the plan laid the ratings out, on relabelled rows
+        users, items, ratings = plan.users, plan.items, plan.ratings
+    elif plan.physical is not None:  # physically reorder once
+        users, items, ratings = users[plan.physical], items[plan.physical], ratings[plan.physical]
     with torch.no_grad():
         views = [t.detach().numpy().reshape(len(t), -1) for t in tables]  # the model's memory
         rows = (plan.user_row, plan.item_row) * 2 if relabel else (None,) * 4

@@ -97,6 +97,31 @@ def test_the_blocks_of_a_round_share_no_row():
         assert sorted(seen) == list(range(2000)), "the rounds cover every rating once"
 
 
+@pytest.mark.parametrize("n, n_users, n_items", [(2000, 40, 30), (500, 7, 3), (3, 50, 50)])
+def test_the_blocks_layout_is_the_same_compiled_or_not_on_any_number_of_threads(
+        n, n_users, n_items):
+    rng = np.random.default_rng(n)
+    users, items = rng.integers(0, n_users, n), rng.integers(0, n_items, n)
+    ratings = rng.random(n).astype(np.float32)
+    user_row, item_row = rng.permutation(n_users), rng.permutation(n_items)
+    noise = rng.random(n).astype(np.float32)
+    args = (users, items, ratings, user_row, item_row, n_users, n_items, noise)
+    plain = compiled._blocks_layout(*args, threads=1, compiled=False)
+    for threads in (1, 3):
+        fast = compiled._blocks_layout(*args, threads=threads)
+        assert all(np.array_equal(a, b) for a, b in zip(plain, fast)), (
+            f"the compiled layout on {threads} thread(s) must equal the interpreted one")
+    physical, out_u, out_i, out_r, bounds = plain
+    assert sorted(physical.tolist()) == list(range(n)), "each rating is laid out once"
+    assert np.array_equal(out_u, user_row[users[physical]]), "user rows are relabelled"
+    assert np.array_equal(out_i, item_row[items[physical]]), "item rows are relabelled"
+    assert np.array_equal(out_r, ratings[physical]), "each rating travels with its pair"
+    q = compiled.BLOCKS
+    block = (out_u * q // n_users) * q + out_i * q // n_items
+    assert np.array_equal(np.searchsorted(bounds, np.arange(n), side="right") - 1, block), (
+        "position p lies inside the bounds of its rating's block")
+
+
 def test_visiting_order_rejects_an_unknown_order():
     with pytest.raises(ValueError, match="order must be one of"):
         visiting_order("random", [0, 1], n_users=2, epochs=1)
