@@ -3,7 +3,7 @@
 >>> import cfcourse
 >>> model = cfcourse.Recommender(n_factors=32, random_state=0)   # unfitted; doctest: +SKIP
 >>> model.fit(train).predict(valid)                             # doctest: +SKIP
->>> cfcourse.fit(train).recommend(user=42, k=10)                # the one-line shortcut; +SKIP
+>>> cfcourse.fit(train).recommend(user=42, k=10)  # the one-line shortcut  # doctest: +SKIP
 
 The estimator is scikit-learn shaped: hyperparameters in the constructor, stored as given
 (``None`` means "the default for this kind", see :data:`DEFAULTS`); ``fit`` returns ``self``
