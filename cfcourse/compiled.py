@@ -348,7 +348,7 @@ def _blocks_layout(users, items, ratings, user_row, item_row, n_users, n_items, 
         tj, tu, ti = (np.empty(n, index) for _ in range(3))
         tr = np.empty(n, np.float32)
         list(pool.map(lambda k: deal(users, items, ratings, *args, cuts[k], cuts[k + 1],
-                                     fills[k].astype(np.int64), tj, tu, ti, tr),
+                                     fills[k].copy(), tj, tu, ti, tr),  # deal advances it
                       range(threads)))
         physical, out_u, out_i = (np.empty(n, index) for _ in range(3))
         out_r = np.empty(n, np.float32)
