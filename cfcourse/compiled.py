@@ -279,32 +279,32 @@ def _deal(users, items, ratings, user_row, item_row, n_users, n_items, q, lo, hi
         tj[p], tu[p], ti[p], tr[p] = j, u, i, ratings[j]
 
 
-def _group_blocks(tj, tu, ti, tr, bounds, n_users, q, first_block, last_block, noise,
-                  physical, out_u, out_i, out_r):
-    """Pass 3, for blocks [first_block, last_block): group each block by user row (a counting
-    sort inside the block, in cache), then shuffle each user's run (Fisher-Yates, drawing
-    from ``noise``)."""
+def _group_blocks(tj, tu, ti, tr, bounds, n_users, q, first_block, last_block, noise):
+    """Pass 3, in place, for blocks [first_block, last_block): group each block by user row (a
+    counting sort from a scratch copy of the block, in cache), then shuffle each user's run
+    (Fisher-Yates, drawing from ``noise``)."""
     for b in range(first_block, last_block):
         lo, hi = bounds[b], bounds[b + 1]
         g = b // q
         first = (g * n_users + q - 1) // q  # the group's user rows are [first, last)
         last = ((g + 1) * n_users + q - 1) // q
+        sj, su, si, sr = tj[lo:hi].copy(), tu[lo:hi].copy(), ti[lo:hi].copy(), tr[lo:hi].copy()
         counts = np.zeros(last - first + 1, np.int64)
-        for p in range(lo, hi):
-            counts[tu[p] - first + 1] += 1
+        for p in range(hi - lo):
+            counts[su[p] - first + 1] += 1
         starts = np.cumsum(counts) + lo
         fill = starts.copy()
-        for p in range(lo, hi):
-            d = fill[tu[p] - first]
-            fill[tu[p] - first] = d + 1
-            physical[d], out_u[d], out_i[d], out_r[d] = tj[p], tu[p], ti[p], tr[p]
+        for p in range(hi - lo):
+            d = fill[su[p] - first]
+            fill[su[p] - first] = d + 1
+            tj[d], tu[d], ti[d], tr[d] = sj[p], su[p], si[p], sr[p]
         for k in range(last - first):
             a = starts[k]
-            for t in range(starts[k + 1] - 1, a, -1):  # (out_u is the same along a run)
+            for t in range(starts[k + 1] - 1, a, -1):  # (tu is the same along a run)
                 s = min(t, a + int(float(noise[t]) * (t - a + 1)))
-                physical[t], physical[s] = physical[s], physical[t]
-                out_i[t], out_i[s] = out_i[s], out_i[t]
-                out_r[t], out_r[s] = out_r[s], out_r[t]
+                tj[t], tj[s] = tj[s], tj[t]
+                ti[t], ti[s] = ti[s], ti[t]
+                tr[t], tr[s] = tr[s], tr[t]
 
 
 # Looked up when numba compiles the passes; _layout_passes() rebinds it first.
@@ -350,12 +350,10 @@ def _blocks_layout(users, items, ratings, user_row, item_row, n_users, n_items, 
         list(pool.map(lambda k: deal(users, items, ratings, *args, cuts[k], cuts[k + 1],
                                      fills[k].copy(), tj, tu, ti, tr),  # deal advances it
                       range(threads)))
-        physical, out_u, out_i = (np.empty(n, index) for _ in range(3))
-        out_r = np.empty(n, np.float32)
-        shares = _shares(per_block, threads)
-        list(pool.map(lambda ab: group(tj, tu, ti, tr, bounds, n_users, q, ab[0], ab[1], noise,
-                                       physical, out_u, out_i, out_r), shares))
-    return physical, out_u, out_i, out_r, bounds
+        shares = _shares(per_block, threads)  # grouped in place: no second set of arrays
+        list(pool.map(lambda ab: group(tj, tu, ti, tr, bounds, n_users, q, ab[0], ab[1], noise),
+                      shares))
+    return tj, tu, ti, tr, bounds
 
 
 class _Plan:
