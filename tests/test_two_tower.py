@@ -61,6 +61,39 @@ def test_new_users_are_served_from_their_features():
     assert model.scores([0, 1]).shape == (2, 10)
 
 
+def test_item_bias_is_one_more_coordinate_and_starts_at_popularity():
+    frame, users, items = _grouped_world()
+    frame = pd.concat([frame, pd.DataFrame({"user": range(40), "item": 3})]).drop_duplicates()
+    untrained = TwoTowerModel(n_factors=4, hidden=0, normalize=False, temperature=1.0,
+                              item_bias=True, id_dropout=1.0, epochs=1, lr=1e-12,
+                              random_state=1).fit(frame, users, items)
+    # the user tower starts at zero, so before learning every newcomer gets popularity
+    counts = frame["item"].value_counts()
+    newcomer = pd.DataFrame({"a": [0.0], "b": [1.0]}, index=["n"])
+    assert untrained.recommend_new(newcomer, k=1)["n"] == [counts.idxmax()], (
+        "with the user tower at zero, the score is the bias log q: the most popular item")
+    model = TwoTowerModel(n_factors=4, hidden=0, normalize=False, temperature=0.5,
+                          item_bias=True, id_dropout=0.5, epochs=5, random_state=1
+                          ).fit(frame, users, items)
+    assert model.item_factors_.shape == (10, 5) and np.all(model.user_factors_[:, -1] == 1.0)
+    with torch.no_grad():  # the folded score equals the towers' u . v / tau + b
+        u = model.user_tower_(torch.arange(1, 61), model._user_x).numpy()
+        v = model.item_tower_(torch.arange(1, 11), model._item_x).numpy()
+        by_hand = u @ v.T / 0.5 + model.bias_.numpy()[None, :]
+    assert np.allclose(model.scores(list(range(60))), by_hand, atol=1e-5)
+
+
+def test_linear_biased_towers_serve_newcomers_from_features():
+    frame, users, items = _grouped_world()
+    model = TwoTowerModel(n_factors=8, hidden=0, normalize=False, temperature=1.0,
+                          item_bias=True, id_dropout=1.0, epochs=30, batch_size=64, lr=1e-2
+                          ).fit(frame, users, items)
+    newcomers = pd.DataFrame({"a": [1.0, 0.0], "b": [0.0, 1.0]}, index=["new1", "new0"])
+    lists = model.recommend_new(newcomers, k=5)
+    assert set(lists["new1"]) == {0, 1, 2, 3, 4}, lists
+    assert set(lists["new0"]) == {5, 6, 7, 8, 9}, lists
+
+
 def test_same_seed_same_model_and_clear_errors():
     frame, users, items = _grouped_world(n_users=20)
     one = TwoTowerModel(n_factors=4, epochs=2, random_state=3).fit(frame, users, items)

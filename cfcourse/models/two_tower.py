@@ -57,18 +57,30 @@ def in_batch_softmax_loss(user_vectors: torch.Tensor, item_vectors: torch.Tensor
 
 
 class Tower(nn.Module):
-    """Id embedding (row 0 = "unknown id") next to the features, into an MLP, normalised."""
+    """Id embedding (row 0 = "unknown id") next to the features, into an MLP, normalised.
 
-    def __init__(self, n_ids: int, n_features: int, n_factors: int = 32, hidden: int = 64):
+    ``hidden=0`` makes the tower one linear map; ``normalize=False`` keeps the output's
+    length; ``zero_init`` starts the last layer at zero, so every output starts at zero.
+    """
+
+    def __init__(self, n_ids: int, n_features: int, n_factors: int = 32, hidden: int = 64,
+                 normalize: bool = True, zero_init: bool = False):
         super().__init__()
+        self.normalize = normalize
         self.id_embedding = nn.Embedding(n_ids + 1, n_factors)
         nn.init.normal_(self.id_embedding.weight, std=0.01)
-        self.mlp = nn.Sequential(nn.Linear(n_factors + n_features, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, n_factors))
+        width = n_factors + n_features
+        layers = [nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, n_factors)] if hidden \
+            else [nn.Linear(width, n_factors)]
+        if zero_init:
+            nn.init.zeros_(layers[-1].weight)
+            nn.init.zeros_(layers[-1].bias)
+        self.mlp = nn.Sequential(*layers)
 
     def forward(self, ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         x = torch.cat([self.id_embedding(ids), features], dim=1)  # (B, n_factors + F)
-        return F.normalize(self.mlp(x), dim=1)  # (B, n_factors), unit length
+        out = self.mlp(x)  # (B, n_factors)
+        return F.normalize(out, dim=1) if self.normalize else out
 
 
 def _feature_tensor(features: pd.DataFrame, ids: np.ndarray, side: str) -> torch.Tensor:
@@ -88,9 +100,16 @@ class TwoTowerModel(TopKModel):
     n_factors : int
         Length of the vectors the towers output (what the ANN index stores).
     hidden : int
-        Width of each tower's hidden layer.
+        Width of each tower's hidden layer; 0 makes each tower one linear map.
     temperature : float
         :math:`\\tau`: smaller sharpens the softmax over the batch.
+    normalize : bool
+        Normalise both towers' outputs to length 1 (then :math:`\\tau` sets the scale of
+        the scores). Without it, the user tower's last layer starts at zero, so training
+        starts from the item biases alone.
+    item_bias : bool
+        Add a learned bias :math:`b_i` to every score, started at :math:`\\log q_i`: the
+        popularity a dot product of unit vectors cannot hold.
     logq : bool
         Subtract :math:`\\log q_i` from each logit (Yi et al. 2019).
     id_dropout : float
@@ -102,7 +121,10 @@ class TwoTowerModel(TopKModel):
     Attributes
     ----------
     users_, items_ : IdIndex
-    user_factors_, item_factors_ : ndarray, (n_users, n_factors), (n_items, n_factors)
+    user_factors_, item_factors_ : ndarray, (n_users, d), (n_items, d)
+        ``user_factors_ @ item_factors_.T`` is the score; ``d = n_factors``, plus one
+        coordinate with ``item_bias`` (1 for every user, :math:`\\tau b_i` for item ``i``),
+        so an inner-product index serves the biased score too.
     losses_ : list of float, mean loss per epoch
 
     Examples
@@ -118,8 +140,9 @@ class TwoTowerModel(TopKModel):
     def __init__(self, n_factors: int = 32, hidden: int = 64, temperature: float = 0.1,
                  logq: bool = True, id_dropout: float = 0.5, epochs: int = 10,
                  batch_size: int = 512, lr: float = 3e-3, weight_decay: float = 0.0,
-                 random_state: int = 0):
+                 normalize: bool = True, item_bias: bool = False, random_state: int = 0):
         self.n_factors, self.hidden, self.temperature = n_factors, hidden, temperature
+        self.normalize, self.item_bias = normalize, item_bias
         self.logq, self.id_dropout, self.epochs = logq, id_dropout, epochs
         self.batch_size, self.lr, self.weight_decay = batch_size, lr, weight_decay
         self.random_state = random_state
@@ -137,14 +160,18 @@ class TwoTowerModel(TopKModel):
         self._user_x = _feature_tensor(user_features, self.users_.ids_, "user")  # (n_users, F)
         self._item_x = _feature_tensor(item_features, self.items_.ids_, "item")  # (n_items, G)
         self.user_tower_ = Tower(len(self.users_), self._user_x.shape[1], self.n_factors,
-                                 self.hidden)
+                                 self.hidden, self.normalize, zero_init=not self.normalize)
         self.item_tower_ = Tower(len(self.items_), self._item_x.shape[1], self.n_factors,
-                                 self.hidden)
+                                 self.hidden, self.normalize)
         rows, cols = matrix.nonzero()
         u, i = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
         counts = np.asarray(matrix.sum(axis=0)).ravel()
         log_q = torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32)  # (n_items,)
+        # b_i, started at log q_i: with the logQ correction its logit starts at zero
+        self.bias_ = nn.Parameter(log_q.clone() if self.item_bias else torch.zeros(len(log_q)),
+                                  requires_grad=self.item_bias)
         params = [*self.user_tower_.parameters(), *self.item_tower_.parameters()]
+        params += [self.bias_] if self.item_bias else []
         optimiser = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         self.losses_ = []
         for _ in range(self.epochs):
@@ -162,8 +189,10 @@ class TwoTowerModel(TopKModel):
             user_ids = torch.where(keep, ub + 1, torch.zeros_like(ub))  # 0 = unknown
             uv = self.user_tower_(user_ids, self._user_x[ub])  # (B, d)
             iv = self.item_tower_(ib + 1, self._item_x[ib])  # (B, d)
-            loss = in_batch_softmax_loss(uv, iv, log_q[ib] if self.logq else None,
-                                         self.temperature)
+            shift = log_q[ib] if self.logq else torch.zeros(len(ib))
+            if self.item_bias:  # the batch's biases enter as a shift of each column
+                shift = shift - self.bias_[ib]
+            loss = in_batch_softmax_loss(uv, iv, shift, self.temperature)
             if not torch.isfinite(loss):
                 raise FloatingPointError("the loss became NaN or infinite; lower lr.")
             optimiser.zero_grad()
@@ -176,9 +205,18 @@ class TwoTowerModel(TopKModel):
     def _refresh_factors(self) -> None:
         """Run both towers once over every known id (what a serving system precomputes)."""
         ids = torch.arange(1, len(self.users_) + 1)
-        self.user_factors_ = self.user_tower_(ids, self._user_x).numpy().astype(np.float64)
+        self.user_factors_ = self._with_bias_slot(self.user_tower_(ids, self._user_x).numpy())
         ids = torch.arange(1, len(self.items_) + 1)
-        self.item_factors_ = self.item_tower_(ids, self._item_x).numpy().astype(np.float64)
+        items = self.item_tower_(ids, self._item_x).numpy().astype(np.float64)
+        if self.item_bias:  # (u, 1) . (v, tau b) / tau = u . v / tau + b
+            bias = self.temperature * self.bias_.detach().numpy().astype(np.float64)
+            items = np.hstack([items, bias[:, None]])
+        self.item_factors_ = items
+
+    def _with_bias_slot(self, user_vectors: np.ndarray) -> np.ndarray:
+        """User vectors as float64, with the constant 1 the item bias pairs with."""
+        out = user_vectors.astype(np.float64)
+        return np.hstack([out, np.ones((len(out), 1))]) if self.item_bias else out
 
     def _scores(self, positions: np.ndarray) -> np.ndarray:
         return self.user_factors_[positions] @ self.item_factors_.T / self.temperature
@@ -191,7 +229,8 @@ class TwoTowerModel(TopKModel):
             raise ValueError("user_features has other columns than at fit time; build the "
                              "features of old and new users in one call.")
         x = torch.tensor(user_features.to_numpy(dtype=np.float32))
-        return self.user_tower_(torch.zeros(len(x), dtype=torch.long), x).numpy()
+        return self._with_bias_slot(self.user_tower_(torch.zeros(len(x), dtype=torch.long),
+                                                     x).numpy())
 
     def recommend_new(self, user_features: pd.DataFrame, k: int = 10) -> dict:
         """Top ``k`` items for brand-new users (index of ``user_features``), best first."""
