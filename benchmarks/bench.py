@@ -539,7 +539,7 @@ TITLES = {"tune": "How cfcourse.fit's DEFAULTS were chosen",
           "gpu": "GPU: seconds per 25 M-row epoch"}
 # Sections that live in their own file, benchmarks/bench_<name>.py: each defines TITLE, run()
 # returning the section's markdown lines, and SIZED = True when run() takes n_ratings.
-PLUGINS = ("cornac", "implicit", "retrieval")
+PLUGINS = ("cornac", "implicit", "retrieval", "coldstart")
 SIZED = {"throughput", "loading", "gpu"}
 sys.path.insert(0, str(HERE))
 for _name in PLUGINS:

@@ -25,12 +25,17 @@ import itertools
 import numpy as np
 import pandas as pd
 
+from cfcourse.data.split import cold_user_split
 from cfcourse.data.validate import validate_ratings
+from cfcourse.metrics import evaluate_ranking
 from cfcourse.models.base import Params, check_fitted
+from cfcourse.models.ials import ImplicitALS
+from cfcourse.models.popularity import Popularity
+from cfcourse.models.two_tower import TwoTowerModel
 from cfcourse.recommender import Recommender
 
-__all__ = ["AGE_EDGES", "MetadataRidge", "embedding_table", "item_features",
-           "predict_with_vectors", "user_features"]
+__all__ = ["AGE_EDGES", "MetadataRidge", "embedding_table", "item_features", "newcomer_lists",
+           "newcomer_table", "predict_with_vectors", "user_features"]
 
 # MovieLens 1M's own age groups: under 18, 18-24, 25-34, 35-44, 45-49, 50-55, 56+.
 AGE_EDGES = (18, 25, 35, 45, 50, 56)
@@ -207,3 +212,95 @@ def predict_with_vectors(model: Recommender, pairs: pd.DataFrame,
     scores = mean + u[:, 0] + i[:, 0] + np.einsum("nk,nk->n", u[:, 1:], i[:, 1:])
     low, high = model.rating_range_
     return np.clip(scores, low, high)
+
+
+# -- brand-new users: popularity, the metadata ridge and a features-only two-tower model ------
+
+NEWCOMER_METHODS = ("popularity", "metadata ridge", "two-tower", "ablation: unit-vector towers")
+
+
+def _top_lists(scores: np.ndarray, users, item_index, k: int) -> dict:
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return {user: item_index.decode(row).tolist() for user, row in zip(users, top)}
+
+
+def newcomer_lists(method: str, train: pd.DataFrame, new_x: pd.DataFrame,
+                   user_x: pd.DataFrame, item_x: pd.DataFrame, seed: int, settings: dict) -> dict:
+    """Top-k lists for the users of ``new_x`` (their features only) from ``train``.
+
+    ``method`` is one of ``NEWCOMER_METHODS``; the learned ones read the columns of
+    ``new_x`` from ``user_x``. ``settings``: ``k``, ``n_factors``, ``epochs`` (two-tower),
+    ``als_iter`` (iALS) and ``batch_size``.
+    """
+    if method not in NEWCOMER_METHODS:
+        raise ValueError(f"method must be one of {NEWCOMER_METHODS}, got {method!r}.")
+    k, columns = settings["k"], list(new_x.columns)
+    if method == "popularity":
+        pop = Popularity().fit(train)
+        scores = np.tile(pop.scores(train["user"].iloc[:1])[0], (len(new_x), 1))
+        return _top_lists(scores, new_x.index, pop.items_, k)
+    if method == "metadata ridge":  # chapter 6's map, onto iALS's user factors
+        als = ImplicitALS(n_factors=settings["n_factors"], reg=1.0, n_iter=settings["als_iter"],
+                          random_state=seed).fit(train)
+        targets = pd.DataFrame(als.user_factors_, index=als.users_.ids_)
+        guessed = MetadataRidge().fit(user_x[columns], targets).predict(new_x).to_numpy()
+        return _top_lists(guessed @ als.item_factors_.T, new_x.index, als.items_, k)
+    common = {"n_factors": settings["n_factors"], "id_dropout": 1.0,
+              "epochs": settings["epochs"], "batch_size": settings["batch_size"],
+              "random_state": seed}
+    if method == "two-tower":  # linear towers, item bias at log q, user tower from zero
+        tower = TwoTowerModel(hidden=0, normalize=False, temperature=1.0, item_bias=True,
+                              **common)
+    else:  # the ablation: the known-user model's unit-vector MLP towers
+        tower = TwoTowerModel(**common)
+    tower.fit(train, user_x[columns], item_x)
+    return tower.recommend_new(new_x, k)
+
+
+def newcomer_table(interactions: pd.DataFrame, user_x: pd.DataFrame, item_x: pd.DataFrame,
+                   seeds=(0, 1, 2), feature_sets: dict | None = None, frac: float = 0.2,
+                   k: int = 10, n_factors: int = 32, epochs: int = 4, als_iter: int = 10,
+                   batch_size: int = 1024) -> pd.DataFrame:
+    """NDCG@k on users held out entirely (``cold_user_split``), one row per method and seed.
+
+    Methods: ``popularity``; ``metadata ridge`` (iALS factors for the training users, a
+    ridge map from features to them, the guess scored against iALS's item factors);
+    ``two-tower`` (a :class:`~cfcourse.models.two_tower.TwoTowerModel` reading features
+    only, with linear towers and an item bias started at :math:`\\log q_i`); and an
+    ablation, the unit-vector MLP towers on all features. The ridge and the two-tower each
+    choose one of ``feature_sets`` (name -> columns of ``user_x``; default: all columns)
+    by NDCG on an inner cold split of the training users, so the held-out users are never
+    looked at. Each seed draws the held-out users and seeds the training.
+    """
+    feature_sets = feature_sets or {"all": list(user_x.columns)}
+    unknown = {c for cols in feature_sets.values() for c in cols} - set(user_x.columns)
+    if unknown:
+        raise ValueError(f"feature_sets name columns that user_x lacks: {sorted(unknown)}.")
+    settings = {"k": k, "n_factors": n_factors, "epochs": epochs, "als_iter": als_iter,
+                "batch_size": batch_size}
+
+    def ndcg(lists, test):
+        return float(evaluate_ranking(lists, test, k=k, threshold=1.0)["ndcg"])
+
+    def features_of(test, columns):
+        return user_x.loc[np.unique(test["user"]), columns]
+
+    rows = []
+    for seed in seeds:
+        warm, cold = cold_user_split(interactions, frac=frac, seed=seed)
+        inner, check = cold_user_split(warm, frac=frac, seed=seed + 1000)
+        for method in NEWCOMER_METHODS:
+            if method == "popularity":
+                chosen, columns = "-", []
+            elif method.startswith("ablation"):
+                chosen, columns = "all", list(user_x.columns)
+            else:
+                chosen = max(feature_sets, key=lambda name: ndcg(newcomer_lists(
+                    method, inner, features_of(check, feature_sets[name]), user_x, item_x,
+                    seed, settings), check)) if len(feature_sets) > 1 else next(iter(feature_sets))
+                columns = feature_sets[chosen]
+            lists = newcomer_lists(method, warm, features_of(cold, columns), user_x, item_x,
+                                    seed, settings)
+            rows.append({"method": method, "seed": seed, "features": chosen,
+                         "ndcg": ndcg(lists, cold)})
+    return pd.DataFrame(rows)

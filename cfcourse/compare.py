@@ -32,6 +32,7 @@ __all__ = [
     "inner_split",
     "over_seeds",
     "paired_bootstrap",
+    "paired_verdict",
     "summarize",
 ]
 
@@ -135,6 +136,36 @@ def clearly_better(a, b) -> bool:
     if a.size < 2 or b.size < 2:
         raise ValueError("need at least two runs (seeds) of each method to measure a spread.")
     return bool(b.mean() - a.mean() > a.std(ddof=1) + b.std(ddof=1))
+
+
+def paired_verdict(frame: pd.DataFrame, a: str, b: str, value: str,
+                   higher_is_better: bool = False, by: str = "method",
+                   pair: str = "seed") -> tuple[str, np.ndarray]:
+    """Compare ``a`` and ``b`` run by run: is the mean of their paired gaps beyond its spread?
+
+    When each seed changes what both methods are tested on (a new split), most of a
+    column's spread is between splits, not between methods; the gap on the same split is
+    what measures the methods. ``frame`` holds one row per (``by``, ``pair``) with the
+    score in ``value``. Returns the verdict (``"a beats b"``, ``"b beats a"`` or
+    ``"a and b tie"``) and the gaps ``a - b``, one per ``pair``.
+
+    >>> frame = pd.DataFrame({"method": ["x", "y"] * 3, "seed": [0, 0, 1, 1, 2, 2],
+    ...                       "ndcg": [0.50, 0.48, 0.60, 0.59, 0.40, 0.38]})
+    >>> paired_verdict(frame, "x", "y", "ndcg", higher_is_better=True)[0]
+    'x beats y'
+    """
+    wide = frame.pivot(index=pair, columns=by, values=value)
+    for name in (a, b):
+        if name not in wide.columns:
+            raise ValueError(f"no rows for {name!r} in column {by!r}; it has {list(wide.columns)}.")
+    both = wide[[a, b]].dropna()
+    gaps = (both[a] - both[b]).to_numpy(dtype=np.float64)
+    errors = -gaps if higher_is_better else gaps  # below zero: a is better
+    if clearly_better(errors, 0 * errors):
+        return f"{a} beats {b}", gaps
+    if clearly_better(-errors, 0 * errors):
+        return f"{b} beats {a}", gaps
+    return f"{a} and {b} tie", gaps
 
 
 def paired_bootstrap(errors_a, errors_b, n_boot: int = 1000, level: float = 0.95,

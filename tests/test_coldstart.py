@@ -154,3 +154,55 @@ def test_predict_for_a_new_user(model, ratings):
         predict_with_vectors(model, pairs)
     with pytest.raises(ValueError, match="columns"):
         predict_with_vectors(model, pairs, user_vectors=newcomer.iloc[:, :3])
+
+
+# -- brand-new users: the protocol of chapter 12 -------------------------------------------
+
+def _taste_by_feature(n_users=120, seed=0):
+    """Users with a=1 take items 0-9, the others items 10-19; column c is pure noise."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 2, n_users)
+    rows = [(u, int(rng.integers(0, 10)) + 10 * (1 - a[u])) for u in range(n_users)
+            for _ in range(6)]
+    frame = pd.DataFrame(rows, columns=["user", "item"]).drop_duplicates().assign(rating=1.0)
+    noise = rng.integers(0, 2, n_users).astype(float)
+    users = pd.DataFrame({"a": a.astype(float), "b": 1.0 - a, "c": noise}, index=range(n_users))
+    items = pd.DataFrame({"g": [1.0] * 10 + [0.0] * 10}, index=range(20))
+    return frame, users, items
+
+
+def test_newcomer_table_learned_methods_use_the_features():
+    from cfcourse.coldstart import NEWCOMER_METHODS, newcomer_table
+    from cfcourse.compare import paired_verdict
+
+    frame, users, items = _taste_by_feature()
+    sets = {"a, b": ["a", "b"], "c only": ["c"]}
+    table = newcomer_table(frame, users, items, seeds=(0, 1, 2), feature_sets=sets, k=5,
+                           n_factors=4, epochs=20, als_iter=5, batch_size=64)
+    assert sorted(table["method"].unique()) == sorted(NEWCOMER_METHODS)
+    assert len(table) == 3 * len(NEWCOMER_METHODS)
+    learned = table[table["method"].isin(["two-tower", "metadata ridge"])]
+    assert set(learned["features"]) == {"a, b"}, "the inner split should pick the informative set"
+    for other in ("popularity",):
+        said, gaps = paired_verdict(table, "two-tower", other, "ndcg", higher_is_better=True)
+        assert said == "two-tower beats popularity", (said, gaps)
+    with pytest.raises(ValueError, match="lacks"):
+        newcomer_table(frame, users, items, seeds=(0,), feature_sets={"x": ["nope"]})
+
+
+def test_paired_verdict_sees_a_gap_the_unpaired_rule_calls_a_tie():
+    from cfcourse.compare import clearly_better, paired_verdict
+
+    # three splits of very different difficulty; x is 0.01 better on every one
+    frame = pd.DataFrame({"method": ["x", "y"] * 3, "seed": [0, 0, 1, 1, 2, 2],
+                          "ndcg": [0.41, 0.40, 0.61, 0.60, 0.51, 0.50]})
+    x = frame.loc[frame["method"] == "x", "ndcg"].to_numpy()
+    y = frame.loc[frame["method"] == "y", "ndcg"].to_numpy()
+    assert not clearly_better(-x, -y), "unpaired, the split-to-split spread hides the gap"
+    said, gaps = paired_verdict(frame, "x", "y", "ndcg", higher_is_better=True)
+    assert said == "x beats y" and np.allclose(gaps, 0.01)
+    assert paired_verdict(frame, "y", "x", "ndcg", higher_is_better=True)[0] == "x beats y"
+    noisy = frame.assign(ndcg=[0.41, 0.40, 0.60, 0.61, 0.51, 0.50])
+    assert paired_verdict(noisy, "x", "y", "ndcg", higher_is_better=True)[0] == "x and y tie"
+    with pytest.raises(ValueError, match="no rows for 'z'"):
+        paired_verdict(frame, "x", "z", "ndcg")
