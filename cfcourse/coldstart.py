@@ -236,9 +236,9 @@ def newcomer_lists(method: str, train: pd.DataFrame, new_x: pd.DataFrame,
         raise ValueError(f"method must be one of {NEWCOMER_METHODS}, got {method!r}.")
     k, columns = settings["k"], list(new_x.columns)
     if method == "popularity":
-        pop = Popularity().fit(train)
-        scores = np.tile(pop.scores(train["user"].iloc[:1])[0], (len(new_x), 1))
-        return _top_lists(scores, new_x.index, pop.items_, k)
+        pop = Popularity().fit(train)  # one list, the same for every newcomer
+        top = pop.items_.decode(np.argsort(-pop.counts_, kind="stable")[:k]).tolist()
+        return {user: top for user in new_x.index}
     if method == "metadata ridge":  # chapter 6's map, onto iALS's user factors
         als = ImplicitALS(n_factors=settings["n_factors"], reg=1.0, n_iter=settings["als_iter"],
                           random_state=seed).fit(train)

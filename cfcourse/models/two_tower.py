@@ -168,8 +168,7 @@ class TwoTowerModel(TopKModel):
         counts = np.asarray(matrix.sum(axis=0)).ravel()
         log_q = torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32)  # (n_items,)
         # b_i, started at log q_i: with the logQ correction its logit starts at zero
-        self.bias_ = nn.Parameter(log_q.clone() if self.item_bias else torch.zeros(len(log_q)),
-                                  requires_grad=self.item_bias)
+        self.bias_ = nn.Parameter(log_q.clone()) if self.item_bias else None
         params = [*self.user_tower_.parameters(), *self.item_tower_.parameters()]
         params += [self.bias_] if self.item_bias else []
         optimiser = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
