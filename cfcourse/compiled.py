@@ -251,44 +251,52 @@ def _permutation(n: int, generator: torch.Generator) -> np.ndarray:
     return torch.randperm(n, generator=generator).numpy()
 
 
-def _block_of(u, i, n_users, n_items, q):
-    """The block of a rating on relabelled rows ``u`` and ``i``: row ``r`` of ``n`` is in group
-    ``r * q // n``, and block ``gu * q + gi`` holds user group ``gu`` and item group ``gi``."""
-    return (u * q // n_users) * q + i * q // n_items
+def _block_keys(user_row, item_row, n_users, n_items, q):
+    """Each user's and each item's share of its block number, on the relabelled rows: row ``r``
+    of ``n`` is in group ``r * q // n``, and block ``gu * q + gi`` holds user group ``gu`` and
+    item group ``gi``; a rating's block is ``user_key[u] + item_key[i]`` (two lookups, no
+    division per rating)."""
+    user_key = (np.asarray(user_row, np.int64) * q // n_users) * q
+    item_key = np.asarray(item_row, np.int64) * q // n_items
+    return user_key.astype(np.int32), item_key.astype(np.int32)
 
 
-def _count_blocks(users, items, user_row, item_row, n_users, n_items, q, lo, hi):
+def _count_blocks(users, items, user_key, item_key, q, lo, hi):
     """Pass 1 of the blocks layout: how many of the ratings [lo, hi) fall in each block."""
     counts = np.zeros(q * q, np.int64)
     for j in range(lo, hi):
-        counts[_block_of_jit(user_row[users[j]], item_row[items[j]], n_users, n_items, q)] += 1
+        counts[user_key[users[j]] + item_key[items[j]]] += 1
     return counts
 
 
-def _deal(users, items, ratings, user_row, item_row, n_users, n_items, q, lo, hi, fill,
-          tj, tu, ti, tr):
+def _deal(users, items, ratings, user_row, item_row, user_key, item_key, lo, hi, fill,
+          tj, tu, ti, tr, keep):
     """Pass 2: deal the ratings [lo, hi) into their blocks, from the positions ``fill``.
 
-    ``q * q`` write streams, each in cache; the rows are relabelled on the way."""
+    ``q * q`` write streams, each in cache; the rows are relabelled on the way. With ``keep``,
+    ``tj`` records each position's original rating."""
     for j in range(lo, hi):
-        u = user_row[users[j]]
-        i = item_row[items[j]]
-        b = _block_of_jit(u, i, n_users, n_items, q)
+        b = user_key[users[j]] + item_key[items[j]]
         p = fill[b]
         fill[b] = p + 1
-        tj[p], tu[p], ti[p], tr[p] = j, u, i, ratings[j]
+        tu[p], ti[p], tr[p] = user_row[users[j]], item_row[items[j]], ratings[j]
+        if keep:
+            tj[p] = j
 
 
-def _group_blocks(tj, tu, ti, tr, bounds, n_users, q, first_block, last_block, noise):
+def _group_blocks(tj, tu, ti, tr, bounds, n_users, q, first_block, last_block, seeds, keep):
     """Pass 3, in place, for blocks [first_block, last_block): group each block by user row (a
     counting sort from a scratch copy of the block, in cache), then shuffle each user's run
-    (Fisher-Yates, drawing from ``noise``)."""
+    (Fisher-Yates, drawing from the minimal standard generator started at ``seeds[b]``, so a
+    block's shuffle does not depend on which thread runs it). ``tj`` travels along with
+    ``keep``."""
     for b in range(first_block, last_block):
         lo, hi = bounds[b], bounds[b + 1]
         g = b // q
         first = (g * n_users + q - 1) // q  # the group's user rows are [first, last)
         last = ((g + 1) * n_users + q - 1) // q
-        sj, su, si, sr = tj[lo:hi].copy(), tu[lo:hi].copy(), ti[lo:hi].copy(), tr[lo:hi].copy()
+        sj = tj[lo:hi].copy() if keep else tj[:0].copy()
+        su, si, sr = tu[lo:hi].copy(), ti[lo:hi].copy(), tr[lo:hi].copy()
         counts = np.zeros(last - first + 1, np.int64)
         for p in range(hi - lo):
             counts[su[p] - first + 1] += 1
@@ -297,19 +305,24 @@ def _group_blocks(tj, tu, ti, tr, bounds, n_users, q, first_block, last_block, n
         for p in range(hi - lo):
             d = fill[su[p] - first]
             fill[su[p] - first] = d + 1
-            tj[d], tu[d], ti[d], tr[d] = sj[p], su[p], si[p], sr[p]
+            tu[d], ti[d], tr[d] = su[p], si[p], sr[p]
+            if keep:
+                tj[d] = sj[p]
+        state = seeds[b]
         for k in range(last - first):
             a = starts[k]
             for t in range(starts[k + 1] - 1, a, -1):  # (tu is the same along a run)
-                s = min(t, a + int(float(noise[t]) * (t - a + 1)))
-                tj[t], tj[s] = tj[s], tj[t]
+                state = state * MINSTD_A % MINSTD_M  # below 2**47: no overflow in int64
+                s = a + state % (t - a + 1)
                 ti[t], ti[s] = ti[s], ti[t]
                 tr[t], tr[s] = tr[s], tr[t]
+                if keep:
+                    tj[t], tj[s] = tj[s], tj[t]
 
 
-# Looked up when numba compiles the passes; _layout_passes() rebinds it first.
-_block_of_jit = _block_of
-
+# Park and Miller's minimal standard generator: state <- state * A mod M, on [1, M). Plain
+# integer arithmetic, so the interpreted and the compiled passes draw the same numbers.
+MINSTD_A, MINSTD_M = 48271, 2**31 - 1
 
 @lru_cache(maxsize=2)
 def _layout_passes(compiled: bool):
@@ -318,40 +331,44 @@ def _layout_passes(compiled: bool):
         return _count_blocks, _deal, _group_blocks
     import numba
 
-    global _block_of_jit
-    _block_of_jit = numba.njit(cache=True, inline="always")(_block_of)
     jit = numba.njit(nogil=True, cache=True)
     return jit(_count_blocks), jit(_deal), jit(_group_blocks)
 
 
-def _blocks_layout(users, items, ratings, user_row, item_row, n_users, n_items, noise,
-                   threads=1, compiled=True):
+def _blocks_layout(users, items, ratings, user_row, item_row, n_users, n_items, seeds,
+                   threads=1, compiled=True, keep_index=True):
     """The ratings laid out for ``order="blocks"``: three passes, no sort.
 
-    Returns the original index of each position, the relabelled user and item rows, the
-    ratings, and the bounds of the ``BLOCKS * BLOCKS`` blocks. Inside a block the ratings are
-    grouped by user row, each user's run in random order (from ``noise``). The threads split
-    each pass; the arrays are the same on any number of threads, compiled or not.
+    Returns the original index of each position (empty unless ``keep_index``), the relabelled
+    user and item rows, the ratings, and the bounds of the ``BLOCKS * BLOCKS`` blocks. Inside a
+    block the ratings are grouped by user row, each user's run in random order (block ``b``
+    shuffled from ``seeds[b]``). The threads split each pass; the arrays are the same on any
+    number of threads, compiled or not. ``users`` and ``items`` may be strided views (the
+    columns of the ``(n, 2)`` index array): the passes read them where they lie.
     """
     count, deal, group = _layout_passes(compiled and available())
     q, n = BLOCKS, len(users)
     index = np.int32 if max(n, n_users, n_items) < 2**31 else np.int64  # less memory to stream
-    args = (user_row, item_row, n_users, n_items, q)
+    keys = _block_keys(user_row, item_row, n_users, n_items, q)
+    args = (user_row, item_row, *keys)
     cuts = np.linspace(0, n, threads + 1).astype(np.int64)
+    seeds = np.asarray(seeds, np.int64)
     with ThreadPoolExecutor(threads) as pool:
-        parts = list(pool.map(lambda k: count(users, items, *args, cuts[k], cuts[k + 1]),
+        parts = list(pool.map(lambda k: count(users, items, *keys, q, cuts[k], cuts[k + 1]),
                               range(threads)))
         per_block = np.sum(parts, axis=0)
         bounds = np.concatenate([[0], np.cumsum(per_block)]).astype(np.int64)
         # thread k's ratings go after those of threads < k: the order of a serial pass
         fills = bounds[:-1] + np.cumsum([np.zeros(q * q, np.int64), *parts[:-1]], axis=0)
-        tj, tu, ti = (np.empty(n, index) for _ in range(3))
+        tj = np.empty(n if keep_index else 0, index)
+        tu, ti = np.empty(n, index), np.empty(n, index)
         tr = np.empty(n, np.float32)
         list(pool.map(lambda k: deal(users, items, ratings, *args, cuts[k], cuts[k + 1],
-                                     fills[k].copy(), tj, tu, ti, tr),  # deal advances it
-                      range(threads)))
+                                     fills[k].copy(), tj, tu, ti, tr, keep_index),
+                      range(threads)))  # (deal advances its fill)
         shares = _shares(per_block, threads)  # grouped in place: no second set of arrays
-        list(pool.map(lambda ab: group(tj, tu, ti, tr, bounds, n_users, q, ab[0], ab[1], noise),
+        list(pool.map(lambda ab: group(tj, tu, ti, tr, bounds, n_users, q, ab[0], ab[1], seeds,
+                                       keep_index),
                       shares))
     return tj, tu, ti, tr, bounds
 
@@ -359,14 +376,14 @@ def _blocks_layout(users, items, ratings, user_row, item_row, n_users, n_items, 
 class _Plan:
     """Where the ratings lie in memory and which segments each epoch visits.
 
-    ``physical`` maps a position in the (reordered) rating arrays to the original rating.
-    With ``"blocks"``, ``users``, ``items`` and ``ratings`` hold the reordered arrays, their
+    ``physical`` maps a position in the (reordered) rating arrays to the original rating
+    (``None`` when the order reads the arrays as given, or with ``keep_index=False``). With ``"blocks"``, ``users``, ``items`` and ``ratings`` hold the reordered arrays, their
     user and item indices already relabelled (``user_row``, ``item_row``).
     """
 
     def __init__(self, order: str, users: np.ndarray, n_users: int, seed: int, chunks: int,
                  items: np.ndarray | None = None, n_items: int = 0,
-                 ratings: np.ndarray | None = None, threads: int = 1):
+                 ratings: np.ndarray | None = None, threads: int = 1, keep_index: bool = True):
         self.order, self.n, self.chunks = order, len(users), chunks
         self.generator = torch.Generator().manual_seed(seed)
         if order == "shuffle":
@@ -384,11 +401,12 @@ class _Plan:
             # r * BLOCKS // n == g, so a block's rows are contiguous in the relabelled tables.
             self.user_row = _permutation(n_users, self.generator)
             self.item_row = _permutation(n_items, self.generator)
-            noise = torch.rand(self.n, generator=self.generator).numpy()  # the runs' shuffles
+            seeds = torch.randint(1, MINSTD_M, (BLOCKS * BLOCKS,), generator=self.generator)
             ratings = np.zeros(self.n, np.float32) if ratings is None else ratings
-            self.physical, self.users, self.items, self.ratings, bounds = _blocks_layout(
-                users, items, ratings, self.user_row, self.item_row, n_users, n_items, noise,
-                threads)
+            physical, self.users, self.items, self.ratings, bounds = _blocks_layout(
+                users, items, ratings, self.user_row, self.item_row, n_users, n_items,
+                seeds.numpy(), threads, keep_index=keep_index)
+            self.physical = physical if keep_index else None
             self.block_lo, self.block_hi = bounds[:-1], bounds[1:]
 
     def passes(self, epoch: int) -> list:
@@ -562,8 +580,14 @@ def fit_compiled(
         raise ValueError("the compiled engine needs float32 tables.")
     numba, kernel = _kernel()
     n_threads = _threads(numba, threads)
-    users = np.ascontiguousarray(x[:, 0].numpy(), dtype=np.int64)
-    items = np.ascontiguousarray(x[:, 1].numpy(), dtype=np.int64)
+    pairs = x.detach().numpy()
+    if pairs.dtype.kind not in "iu":
+        raise TypeError(f"x must hold integer user and item indices, got dtype {x.dtype}.")
+    if order == "blocks":  # the layout passes read the two columns where they lie
+        users, items = pairs[:, 0], pairs[:, 1]
+    else:
+        users = np.ascontiguousarray(pairs[:, 0], dtype=np.int64)
+        items = np.ascontiguousarray(pairs[:, 1], dtype=np.int64)
     ratings = np.ascontiguousarray(y.detach().numpy(), dtype=np.float32)
     n_users, n_items = tables[0].shape[0], tables[1].shape[0]
     # The compiled loop does not check bounds: an index outside a table would corrupt memory.
@@ -574,7 +598,8 @@ def fit_compiled(
     if not np.isfinite(ratings).all():
         raise ValueError("ratings must be finite.")
     plan = _Plan(order, users, n_users, seed, chunks=n_threads * CHUNKS_PER_THREAD,
-                 items=items, n_items=n_items, ratings=ratings, threads=n_threads)
+                 items=items, n_items=n_items, ratings=ratings, threads=n_threads,
+                 keep_index=False)
     relabel = order == "blocks"  # train on tables whose rows follow the blocks
     if relabel:  # the plan laid the ratings out, on relabelled rows
         users, items, ratings = plan.users, plan.items, plan.ratings
@@ -607,7 +632,7 @@ def fit_compiled(
         def write_back():
             for view, w, r in zip(views, work, rows):
                 if r is not None:
-                    view[:] = w[r]
+                    np.take(w, r, axis=0, out=view)  # no temporary copy
 
         pool = ThreadPoolExecutor(n_threads - 1) if n_threads > 1 else None
         try:

@@ -104,13 +104,19 @@ def test_the_blocks_layout_is_the_same_compiled_or_not_on_any_number_of_threads(
     users, items = rng.integers(0, n_users, n), rng.integers(0, n_items, n)
     ratings = rng.random(n).astype(np.float32)
     user_row, item_row = rng.permutation(n_users), rng.permutation(n_items)
-    noise = rng.random(n).astype(np.float32)
-    args = (users, items, ratings, user_row, item_row, n_users, n_items, noise)
+    seeds = rng.integers(1, compiled.MINSTD_M, compiled.BLOCKS ** 2)
+    args = (users, items, ratings, user_row, item_row, n_users, n_items, seeds)
     plain = compiled._blocks_layout(*args, threads=1, compiled=False)
     for threads in (1, 3):
         fast = compiled._blocks_layout(*args, threads=threads)
         assert all(np.array_equal(a, b) for a, b in zip(plain, fast)), (
             f"the compiled layout on {threads} thread(s) must equal the interpreted one")
+    pairs = np.stack([users, items], 1)  # fit_compiled hands over the columns, not copies
+    lean = compiled._blocks_layout(pairs[:, 0], pairs[:, 1], *args[2:], threads=2,
+                                   keep_index=False)
+    assert len(lean[0]) == 0, "without keep_index no original index is written"
+    assert all(np.array_equal(a, b) for a, b in zip(plain[1:], lean[1:])), (
+        "the layout must not depend on keeping the index or on strided input columns")
     physical, out_u, out_i, out_r, bounds = plain
     assert sorted(physical.tolist()) == list(range(n)), "each rating is laid out once"
     assert np.array_equal(out_u, user_row[users[physical]]), "user rows are relabelled"
@@ -267,6 +273,8 @@ def test_bad_data_is_refused(numba):
         compiled.fit_compiled(model, torch.tensor([[0, 20]]), torch.tensor([3.0]))
     with pytest.raises(ValueError, match="aligned with y"):
         compiled.fit_compiled(model, x, y[:-1])
+    with pytest.raises(TypeError, match="integer user and item indices"):
+        compiled.fit_compiled(model, x.double(), y)
     with pytest.raises(ValueError, match="ratings must be finite"):
         compiled.fit_compiled(model, x[:1], torch.tensor([float("inf")]))
     with pytest.raises(TypeError, match="trains a SparseDotBias"):
