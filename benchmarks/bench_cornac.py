@@ -72,6 +72,7 @@ OURS_BUDGETS = (2, 3, 4, 5, 6, 8, 10)  # epoch budgets tried for time to target,
 ML100K_GRID = {"n_factors": [32, 64, 128], "epochs": [8, 12, 16], "lr": [0.1, 0.2],
                "reg": [0.05, 0.1, 0.2]}
 SEEDS = (0, 1, 2)
+SWEEP_BLOCKS, SWEEP_SEEDS, SWEEP_EPOCHS = (8, 16, 32, 64), (0, 1, 2), 4
 
 
 def _data(n_ratings: int, shrunk: bool = False):
@@ -137,7 +138,7 @@ def _cornac_run(shape, fit, held, epochs, lr, reg):
     return curve, seconds
 
 
-def _ours_run(shape, fit, held, epochs, lr, reg, pct_start=0.25):
+def _ours_run(shape, fit, held, epochs, lr, reg, pct_start=0.25, seed=0):
     """(held-out RMSE after each epoch, training seconds of each epoch) of fit_compiled."""
     from cfcourse.compiled import fit_compiled
     from cfcourse.models.sparse_dot_bias import SparseDotBias
@@ -146,7 +147,7 @@ def _ours_run(shape, fit, held, epochs, lr, reg, pct_start=0.25):
     x = torch.from_numpy(np.stack([u, i], 1))
     y = torch.from_numpy(r)
     xh = torch.from_numpy(np.stack(held[:2], 1))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = SparseDotBias(shape["n_users"], shape["n_items"], N_FACTORS, mean=float(r.mean()),
                           y_range=(0.5, 5.0))
     curve, spent, mark = [], [], [time.perf_counter()]
@@ -157,8 +158,33 @@ def _ours_run(shape, fit, held, epochs, lr, reg, pct_start=0.25):
         mark[0] = time.perf_counter()  # evaluation off the clock
 
     fit_compiled(model, x, y, epochs=epochs, lr=lr, reg=reg, reg_bias=OURS_REG_BIAS,
-                 seed=0, pct_start=pct_start, order="blocks", threads=THREADS, callback=after)
+                 seed=seed, pct_start=pct_start, order="blocks", threads=THREADS,
+                 callback=after)
     return curve, spent
+
+
+def _blocks_sweep(shape, inner, setting) -> list[str]:
+    """Ours at SWEEP_EPOCHS epochs with other values of cfcourse.compiled.BLOCKS, on the inner
+    split (the held-out 1% is not used): why the module constant is what it is."""
+    from cfcourse import compiled
+
+    chosen, rows = compiled.BLOCKS, []
+    try:
+        for q in SWEEP_BLOCKS:
+            compiled.BLOCKS = q
+            runs = []
+            for seed in SWEEP_SEEDS:
+                curve, sec = _ours_run(shape, *inner, SWEEP_EPOCHS, **setting, seed=seed)
+                runs.append((curve[-1], float(np.sum(sec))))
+            error, seconds = np.array(runs).T
+            rows.append(f"| {q}{' (the default)' if q == chosen else ''} | "
+                        f"{error.mean():.4f} ± {error.std(ddof=1):.4f} | "
+                        f"{seconds.mean():.2f} ± {seconds.std(ddof=1):.2f} |")
+    finally:
+        compiled.BLOCKS = chosen
+    return ["", (f"`BLOCKS`, the grid's side, on the inner split: ours with its tuned setting, "
+                 f"{SWEEP_EPOCHS} epochs, seeds {SWEEP_SEEDS} (mean ± sd):"), "",
+            "| BLOCKS | inner-split RMSE | seconds (with setup) |", "|---:|---:|---:|", *rows]
 
 
 def _race(n_ratings: int, shrunk: bool = False) -> list[str]:
@@ -189,6 +215,7 @@ def _race(n_ratings: int, shrunk: bool = False) -> list[str]:
         best[name] = dict(zip(grid, min(scores, key=scores.get)))
         rows += [f"| {name} | {_label(dict(zip(grid, v)))} | {s:.4f} |"
                  for v, s in scores.items()]
+    rows += _blocks_sweep(shape, inner, best["ours, compiled"])
     del inner, fit_part, tune_part
     full, held = _arrays(train), _arrays(valid)
     n = len(full[0])
