@@ -71,8 +71,8 @@ ENGINES = ("torch", "compiled", "auto")
 # ML-100k's random_split(valid_pct=0.1, seed=42), in the blocks order (BLOCKS = 32). The
 # five best settings lie within 0.0013 of each other on the inner split (best 0.9091); the
 # search keeps the best. Held out over three seeds on one thread it is more accurate than the
-# torch path with DEFAULTS (0.8934 ± 0.0005 vs 0.8969 ± 0.0006) and about 9x faster (0.12 s vs
-# 1.1 s); benchmarks/RESULTS.md, section "The compiled engine against cornac's MF".
+# torch path with DEFAULTS (0.8934 ± 0.0005 vs 0.8969 ± 0.0006) and about 10x faster (0.13 s vs
+# 1.6 s); benchmarks/RESULTS.md, section "The compiled engine against cornac's MF".
 COMPILED_DEFAULTS = {"n_factors": 32, "epochs": 12, "lr": 0.2, "reg": 0.1, "order": "blocks",
                      "threads": None}
 _COMPILED_ONLY = ("order", "threads")
