@@ -31,8 +31,8 @@ used once per run. Time to target:
 the target is cornac's best held-out RMSE over EPOCHS epochs; cornac's time is its training
 time up to that epoch; ours is the shortest of several epoch budgets whose final held-out RMSE
 reaches the target (each budget is its own run, since the one-cycle schedule depends on it).
-Evaluation is outside every clock, and the same numpy code for both. One seed each (a speed race); accuracy is compared under
-the seed protocol in part 2.
+Evaluation is outside every clock, and the same numpy code for both. One seed each (a speed
+race); accuracy is compared under the seed protocol in part 2.
 
 Part 2, ML-100k: cfcourse.fit(engine="compiled") against cfcourse.fit(engine="torch") with
 its DEFAULTS, each tuned with the budget `--only tune` gave the torch DEFAULTS (54 settings of

@@ -77,9 +77,9 @@ __all__ = ["BLOCKS", "ORDERS", "available", "fit_compiled", "one_cycle_lr", "vis
 
 ORDERS = ("shuffle", "shuffled_once", "by_user", "blocks")
 # "blocks": the grid is BLOCKS x BLOCKS, and a round runs BLOCKS blocks at once. More blocks
-# make shorter rounds, closer to a random order: at 4 epochs 32 reached a lower held-out error
-# than 8 and 16 at the same speed, 64 only a little lower and slower (the deal pass writes to
-# BLOCKS**2 streams); `python benchmarks/bench.py --only cornac` measures it.
+# make shorter rounds, closer to a random order: after 4 epochs 32 reached a lower inner-split
+# error than 8 and 16 at about the same speed, 64 only a little lower and slower (the deal pass
+# writes to BLOCKS**2 streams); `python benchmarks/bench.py --only cornac` measures it.
 BLOCKS = 32
 EPS = 1e-8  # FusedRowAdagrad's default eps
 CHUNKS_PER_THREAD = 8  # "shuffle"/"shuffled_once": the epoch is cut into threads × this chunks
@@ -328,6 +328,7 @@ def _group_blocks(tj, tu, ti, tr, bounds, n_users, q, first_block, last_block, s
 # integer arithmetic, so the interpreted and the compiled passes draw the same numbers.
 MINSTD_A, MINSTD_M = 48271, 2**31 - 1
 
+
 @lru_cache(maxsize=2)
 def _layout_passes(compiled: bool):
     """The three passes, compiled (nogil, so threads run them at once) or as plain Python."""
@@ -381,8 +382,9 @@ class _Plan:
     """Where the ratings lie in memory and which segments each epoch visits.
 
     ``physical`` maps a position in the (reordered) rating arrays to the original rating
-    (``None`` when the order reads the arrays as given, or with ``keep_index=False``). With ``"blocks"``, ``users``, ``items`` and ``ratings`` hold the reordered arrays, their
-    user and item indices already relabelled (``user_row``, ``item_row``).
+    (``None`` when the order reads the arrays as given, or with ``keep_index=False``). With
+    ``"blocks"``, ``users``, ``items`` and ``ratings`` hold the reordered arrays, their user
+    and item indices already relabelled (``user_row``, ``item_row``).
     """
 
     def __init__(self, order: str, users: np.ndarray, n_users: int, seed: int, chunks: int,
