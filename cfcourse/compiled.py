@@ -48,6 +48,13 @@ wins depends on timing). With ``threads=1`` and a seed, a run is reproducible to
 updates in the same order on any number of threads (up to ``BLOCKS``; more are not used), and
 a seed reproduces the factors to the bit on every thread count.
 
+Waiting for memory. A row that is not in the cache takes longer to arrive than a rating takes
+to compute, so while the kernel works on one rating it asks the processor to start loading the
+rows of the rating ``PREFETCH`` positions further on (LLVM's prefetch hint, which changes no
+value; the user's row only where a new user's run begins). With ``"shuffle"``, finding that
+rating's rows is itself a jump through the index array, so the hint helps least there;
+``python benchmarks/bench.py --only cornac`` times ``"blocks"`` with and without it.
+
 numba is imported only when a kernel is first used, so :mod:`cfcourse` works without it;
 :func:`available` says whether it is installed.
 
@@ -136,21 +143,39 @@ def _one_cycle_state(step, lr, pct_start, total_steps):
             (start - end) / 2.0, until)
 
 
-# The epoch below looks this name up when numba compiles it; _kernel() first rebinds it to
-# its compiled version.
+# The epoch below looks these names up when numba compiles it; _kernel() first rebinds them
+# to their compiled versions.
 _one_cycle_state_jit = _one_cycle_state
+
+
+def _prefetch(array, row, col):
+    """Ask the CPU to bring ``array[row, col]`` (``array[row]`` for a vector) into its cache.
+
+    A hint with no effect on any value; in Python it does nothing. Compiled, it is LLVM's
+    ``llvm.prefetch`` (see :func:`_prefetch_intrinsic`).
+    """
+
+
+_prefetch_jit = _prefetch
+LINE = 16  # float32 values in a 64-byte cache line: the kernel fetches a row line by line
+# Ratings ahead whose rows the kernel fetches while it computes the current one. A row that is
+# not in the cache takes longer to arrive than a rating takes to compute; asked for 8 ratings
+# earlier it is there in time. `python benchmarks/bench.py --only cornac` measures 0 against 8.
+PREFETCH = 8
 RESYNC = 1024  # steps between exact evaluations of the schedule (a rotation drifts ~1e-16 a step)
 
 
 def sgd_epoch(users, items, ratings, index, use_index, seg_lo, seg_hi, seg_step,
               wu, wi, bu, bi, au, ai, abu, abi, mean, reg2, regb2, lr, pct_start, total_steps,
-              eps):
+              eps, ahead):
     """The ratings at positions [lo, hi) of each segment, in order: the SGD loop, compiled.
 
     ``index[p]`` is the rating at position ``p`` when ``use_index`` (order "shuffle");
     otherwise the position is the rating. Segment ``s`` starts at global step
-    ``seg_step[s]``. Returns the summed squared error (before each update). Threads run
-    this function at the same time on different segments (numba releases the GIL).
+    ``seg_step[s]``. While rating ``p`` is computed, the rows rating ``p + ahead`` will read
+    are fetched into the cache (no fetch when ``ahead`` is 0); a prefetch changes no value.
+    Returns the summed squared error (before each update). Threads run this function at the
+    same time on different segments (numba releases the GIL).
     """
     k = wu.shape[1]
     inv_k = np.float32(1.0 / k)
@@ -160,14 +185,25 @@ def sgd_epoch(users, items, ratings, index, use_index, seg_lo, seg_hi, seg_step,
         lo = seg_lo[s]
         step0 = seg_step[s] - lo
         resync = lo
+        hi = seg_hi[s]
         c = sn = cd = sd = end = half = 0.0
-        for p in range(lo, seg_hi[s]):
+        for p in range(lo, hi):
             if p == resync:  # the exact schedule now and then; a rotation in between
                 c, sn, cd, sd, end, half, until = _one_cycle_state_jit(
                     step0 + p, lr, pct_start, total_steps)
                 resync = p + int(min(RESYNC, max(1.0, until - step0 - p)))
             rate = end + half * (c + 1.0)  # the one-cycle rate at step step0 + p
             c, sn = c * cd - sn * sd, sn * cd + c * sd
+            if ahead and p + ahead < hi:  # ask now for the rows of a rating further on
+                later = index[p + ahead] if use_index else p + ahead
+                un, inx = users[later], items[later]
+                for f in range(0, k, LINE):
+                    _prefetch_jit(wi, inx, f)
+                if un != users[index[p + ahead - 1] if use_index else later - 1]:
+                    for f in range(0, k, LINE):  # a new user's run starts there
+                        _prefetch_jit(wu, un, f)
+                    for vector in (au, bu, abu):
+                        _prefetch_jit(vector, un, 0)
             j = index[p] if use_index else p
             u = users[j]
             i = items[j]
@@ -212,13 +248,44 @@ def _kernel():
     except ImportError:
         raise ImportError("the compiled engine needs numba: pip install 'numba>=0.61' "
                           "(Colab and Kaggle have it), or use engine='torch'.") from None
-    global _one_cycle_state_jit
+    global _one_cycle_state_jit, _prefetch_jit
     _one_cycle_state_jit = numba.njit(cache=True)(_one_cycle_state)
+    _prefetch_jit = _prefetch_intrinsic()
     # reassoc lets LLVM vectorise the sums over factors (results change in the last bits only;
     # no assumption that values are finite, so a diverging run still shows up as a NaN loss).
     # nogil: threads run the compiled loop at the same time.
     fast = {"reassoc", "contract"}
     return numba, numba.njit(nogil=True, cache=True, fastmath=fast)(sgd_epoch)
+
+
+@lru_cache(maxsize=1)
+def _prefetch_intrinsic():
+    """:func:`_prefetch` as a numba intrinsic: the address of the element, then LLVM's
+    ``llvm.prefetch`` (a read, kept in every cache level, of data)."""
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def prefetch(typingctx, array, row, col):
+        def codegen(context, builder, signature, args):
+            array_type = signature.args[0]
+            where = [context.cast(builder, value, kind, types.intp)
+                     for value, kind in zip(args[1:], signature.args[1:])][:array_type.ndim]
+            data = context.make_array(array_type)(context, builder, args[0])
+            pointer = cgutils.get_item_pointer(context, builder, array_type, data, where)
+            byte_pointer = ir.PointerType(ir.IntType(8))
+            i32 = ir.IntType(32)
+            fetch = builder.module.declare_intrinsic(
+                "llvm.prefetch", [byte_pointer],
+                ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]))
+            # read (0), locality "keep in all levels" (3), data, not instructions (1)
+            builder.call(fetch, [builder.bitcast(pointer, byte_pointer), i32(0), i32(3), i32(1)])
+            return context.get_dummy_value()
+
+        return types.void(array, row, col), codegen
+
+    return prefetch
 
 
 def _group(keys: np.ndarray, n_keys: int, order: np.ndarray) -> np.ndarray:
@@ -501,6 +568,37 @@ def _shares(sizes: np.ndarray, n: int) -> list:
     return list(pairwise(cuts))
 
 
+def _extremes(values, lo, hi):
+    """The smallest and the largest of ``values[lo:hi]`` (``lo < hi``), in one pass."""
+    least = most = values[lo]
+    for j in range(lo + 1, hi):
+        least = min(least, values[j])
+        most = max(most, values[j])
+    return least, most
+
+
+@lru_cache(maxsize=1)
+def _extremes_pass():
+    import numba
+
+    return numba.njit(nogil=True, cache=True)(_extremes)
+
+
+def _index_range(values: np.ndarray, threads: int) -> tuple[int, int]:
+    """``(values.min(), values.max())`` of an index column in one pass shared among the threads,
+    read where it lies (numpy's two reductions over a strided column read it twice, slowly).
+
+    >>> _index_range(np.array([[3, 0], [1, 9], [7, 2]])[:, 0], 2)
+    (1, 7)
+    """
+    threads = max(1, min(threads, len(values)))
+    cuts = np.linspace(0, len(values), threads + 1).astype(np.int64)
+    extremes = _extremes_pass()
+    with ThreadPoolExecutor(threads) as pool:
+        parts = list(pool.map(lambda k: extremes(values, cuts[k], cuts[k + 1]), range(threads)))
+    return int(min(p[0] for p in parts)), int(max(p[1] for p in parts))
+
+
 def _threads(numba, threads) -> int:
     most = numba.config.NUMBA_NUM_THREADS
     if threads is None:
@@ -598,9 +696,9 @@ def fit_compiled(
     n_users, n_items = tables[0].shape[0], tables[1].shape[0]
     # The compiled loop does not check bounds: an index outside a table would corrupt memory.
     for name, idx, size in (("user", users, n_users), ("item", items, n_items)):
-        if idx.min() < 0 or idx.max() >= size:
-            raise ValueError(f"{name} indices must lie in [0, {size}), got "
-                             f"[{idx.min()}, {idx.max()}].")
+        least, most = _index_range(idx, n_threads)
+        if least < 0 or most >= size:
+            raise ValueError(f"{name} indices must lie in [0, {size}), got [{least}, {most}].")
     if not np.isfinite(ratings).all():
         raise ValueError("ratings must be finite.")
     plan = _Plan(order, users, n_users, seed, chunks=n_threads * CHUNKS_PER_THREAD,
@@ -620,7 +718,7 @@ def fit_compiled(
         state = [np.zeros(len(t), dtype=np.float32) for t in (wu, wi, bu, bi)]
         scalars = (np.float32(float(model.mean)), np.float32(2.0 * reg),
                    np.float32(2.0 * reg_bias), float(lr), float(pct_start),
-                   float(epochs * len(users)), EPS)
+                   float(epochs * len(users)), EPS, PREFETCH)
         history, scale = [], _mean_square(y)
 
         def run(call) -> float:

@@ -203,6 +203,21 @@ def test_one_thread_and_a_seed_reproduce_to_the_bit(numba):
         "with one thread and a seed the result should be identical")
 
 
+@pytest.mark.parametrize("order", ORDERS)
+def test_prefetching_changes_no_value(numba, order, monkeypatch):
+    runs = {}
+    for ahead in (0, compiled.PREFETCH, 1000):  # none, the default, beyond every segment
+        monkeypatch.setattr(compiled, "PREFETCH", ahead)
+        model, x, y = _problem(seed=6)
+        history = compiled.fit_compiled(model, x, y, epochs=2, seed=1, order=order, threads=1)
+        runs[ahead] = model.state_dict(), history
+    for ahead, (state, history) in runs.items():
+        assert history == runs[0][1] and all(
+            torch.equal(a, b) for a, b in zip(state.values(), runs[0][0].values())), (
+            f"{order}: fetching rows {ahead} ratings ahead changed the model; a prefetch is a "
+            "hint to the cache and must not change any value")
+
+
 def test_blocks_give_the_same_factors_on_any_number_of_threads(numba):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("one core: no second thread to test")
