@@ -586,19 +586,24 @@ def _extremes_pass():
     return numba.njit(nogil=True, cache=True)(_extremes)
 
 
-def _index_range(values: np.ndarray, threads: int) -> tuple[int, int]:
-    """``(values.min(), values.max())`` of an index column in one pass shared among the threads,
-    read where it lies (numpy's two reductions over a strided column read it twice, slowly).
+def _index_ranges(columns, threads: int) -> list[tuple[int, int]]:
+    """``(column.min(), column.max())`` of each index column, one pass each, the passes cut
+    among the threads of one pool; a strided column is read where it lies (numpy's two
+    reductions would read it twice).
 
-    >>> _index_range(np.array([[3, 0], [1, 9], [7, 2]])[:, 0], 2)
-    (1, 7)
+    >>> pairs = np.array([[3, 0], [1, 9], [7, 2]])
+    >>> _index_ranges([pairs[:, 0], pairs[:, 1]], 2)
+    [(1, 7), (0, 9)]
     """
-    threads = max(1, min(threads, len(values)))
-    cuts = np.linspace(0, len(values), threads + 1).astype(np.int64)
     extremes = _extremes_pass()
+    n = len(columns[0])
+    cuts = np.linspace(0, n, max(1, min(threads, n)) + 1).astype(np.int64)
+    jobs = [(values, a, b) for values in columns for a, b in pairwise(cuts)]
     with ThreadPoolExecutor(threads) as pool:
-        parts = list(pool.map(lambda k: extremes(values, cuts[k], cuts[k + 1]), range(threads)))
-    return int(min(p[0] for p in parts)), int(max(p[1] for p in parts))
+        parts = list(pool.map(lambda job: extremes(*job), jobs))
+    per = len(cuts) - 1  # parts per column
+    by_column = [np.array(parts[c:c + per]) for c in range(0, len(parts), per)]
+    return [(int(p[:, 0].min()), int(p[:, 1].max())) for p in by_column]
 
 
 def _threads(numba, threads) -> int:
@@ -697,8 +702,8 @@ def fit_compiled(
     ratings = np.ascontiguousarray(y.detach().numpy(), dtype=np.float32)
     n_users, n_items = tables[0].shape[0], tables[1].shape[0]
     # The compiled loop does not check bounds: an index outside a table would corrupt memory.
-    for name, idx, size in (("user", users, n_users), ("item", items, n_items)):
-        least, most = _index_range(idx, n_threads)
+    ranges = _index_ranges([users, items], n_threads)
+    for name, (least, most), size in zip(("user", "item"), ranges, (n_users, n_items)):
         if least < 0 or most >= size:
             raise ValueError(f"{name} indices must lie in [0, {size}), got [{least}, {most}].")
     if not np.isfinite(ratings).all():

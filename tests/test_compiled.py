@@ -208,7 +208,8 @@ def test_prefetching_changes_no_value(numba, order, monkeypatch):
     runs = {}
     for ahead in (0, compiled.PREFETCH, 1000):  # none, the default, beyond every segment
         monkeypatch.setattr(compiled, "PREFETCH", ahead)
-        model, x, y = _problem(seed=6)
+        # enough ratings that blocks hold runs longer than PREFETCH, so the hint is issued
+        model, x, y = _problem(n_users=200, n_items=120, n=20000, seed=6)
         history = compiled.fit_compiled(model, x, y, epochs=2, seed=1, order=order, threads=1)
         runs[ahead] = model.state_dict(), history
     for ahead, (state, history) in runs.items():
