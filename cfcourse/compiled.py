@@ -29,9 +29,9 @@ Visiting order is an explicit choice (``order=``), because on a CPU it decides t
     item rows a block touches are a ``1/BLOCKS`` share of the table, small enough to stay in a
     core's cache, and the user rows stay in cache for each user's run. This is the scheme of
     DSGD :cite:p:`gemulla2011dsgd` and LIBMF :cite:p:`chin2015fpsg`. The layout is built
-    once, in three linear passes split among the threads and no sort (count the blocks, deal
-    the ratings into them, group each block by user); the tables are relabelled so that each
-    group's rows are contiguous.
+    once, in four linear passes split among the threads and no sort (count the blocks, deal
+    the ratings by user group, deal each user group by item group, group each block by user);
+    the tables are relabelled so that each group's rows are contiguous.
 
 Threads and the race (Hogwild). With ``threads > 1`` and the first three orders, the epoch is
 cut into contiguous chunks that the threads process at the same time, all writing to the same
@@ -85,8 +85,8 @@ __all__ = ["BLOCKS", "ORDERS", "available", "fit_compiled", "one_cycle_lr", "vis
 ORDERS = ("shuffle", "shuffled_once", "by_user", "blocks")
 # "blocks": the grid is BLOCKS x BLOCKS, and a round runs BLOCKS blocks at once. More blocks
 # make shorter rounds, closer to a random order: after 4 epochs 32 reached a lower inner-split
-# error than 8 and 16 at about the same speed, 64 only a little lower and slower (the deal pass
-# writes to BLOCKS**2 streams); `python benchmarks/bench.py --only cornac` measures it.
+# error than 8 and 16 at about the same speed, 64 only a little lower and slower;
+# `python benchmarks/bench.py --only cornac` measures it.
 BLOCKS = 32
 EPS = 1e-8  # FusedRowAdagrad's default eps
 CHUNKS_PER_THREAD = 8  # "shuffle"/"shuffled_once": the epoch is cut into threads × this chunks
@@ -342,23 +342,50 @@ def _count_blocks(users, items, user_key, item_key, q, lo, hi):
     return counts
 
 
-def _deal(users, items, ratings, user_row, item_row, user_key, item_key, lo, hi, fill,
-          tj, tu, ti, tr, keep):
-    """Pass 2: deal the ratings [lo, hi) into their blocks, from the positions ``fill``.
+def _deal(users, items, ratings, user_row, item_row, user_group, lo, hi, fill, tj, tu, ti, tr,
+          keep):
+    """Pass 2: deal the ratings [lo, hi) by user group, from the positions ``fill``.
 
-    ``q * q`` write streams, each in cache; the rows are relabelled on the way. With ``keep``,
-    ``tj`` records each position's original rating."""
+    ``q`` write streams per array, each in cache (a deal straight into the ``q * q`` blocks
+    keeps thousands of streams open and misses the cache on most writes); the rows are
+    relabelled on the way. With ``keep``, ``tj`` records each position's original rating."""
     for j in range(lo, hi):
-        b = user_key[users[j]] + item_key[items[j]]
-        p = fill[b]
-        fill[b] = p + 1
+        g = user_group[users[j]]
+        p = fill[g]
+        fill[g] = p + 1
         tu[p], ti[p], tr[p] = user_row[users[j]], item_row[items[j]], ratings[j]
         if keep:
             tj[p] = j
 
 
+def _deal_items(tj, tu, ti, tr, bounds, item_group, q, first_group, last_group, keep):
+    """Pass 3, in place, for user groups [first_group, last_group): deal each group's ratings
+    (already relabelled) into its ``q`` blocks by item group, from a scratch copy of the
+    group (one scratch for all the groups: fresh memory costs a page fault per 4 KiB). The
+    deals are stable, so each block holds its ratings in their original order, as one deal
+    straight into all the blocks would."""
+    most = 0
+    for g in range(first_group, last_group):
+        most = max(most, bounds[(g + 1) * q] - bounds[g * q])
+    sj = np.empty(most if keep else 0, tj.dtype)
+    su, si, sr = np.empty(most, tu.dtype), np.empty(most, ti.dtype), np.empty(most, tr.dtype)
+    for g in range(first_group, last_group):
+        lo, hi = bounds[g * q], bounds[(g + 1) * q]
+        if keep:
+            sj[:hi - lo] = tj[lo:hi]
+        su[:hi - lo], si[:hi - lo], sr[:hi - lo] = tu[lo:hi], ti[lo:hi], tr[lo:hi]
+        fill = bounds[g * q:(g + 1) * q].copy()
+        for p in range(hi - lo):
+            b = item_group[si[p]]
+            d = fill[b]
+            fill[b] = d + 1
+            tu[d], ti[d], tr[d] = su[p], si[p], sr[p]
+            if keep:
+                tj[d] = sj[p]
+
+
 def _group_blocks(tj, tu, ti, tr, bounds, n_users, q, first_block, last_block, seeds, keep):
-    """Pass 3, in place, for blocks [first_block, last_block): group each block by user row (a
+    """Pass 4, in place, for blocks [first_block, last_block): group each block by user row (a
     counting sort from a scratch copy of the block, in cache), then shuffle each user's run
     (Fisher-Yates, drawing from the minimal standard generator started at ``seeds[b]``, so a
     block's shuffle does not depend on which thread runs it). ``tj`` travels along with
@@ -400,18 +427,18 @@ MINSTD_A, MINSTD_M = 48271, 2**31 - 1
 
 @lru_cache(maxsize=2)
 def _layout_passes(compiled: bool):
-    """The three passes, compiled (nogil, so threads run them at once) or as plain Python."""
+    """The four passes, compiled (nogil, so threads run them at once) or as plain Python."""
+    passes = (_count_blocks, _deal, _deal_items, _group_blocks)
     if not compiled:
-        return _count_blocks, _deal, _group_blocks
+        return passes
     import numba
 
-    jit = numba.njit(nogil=True, cache=True)
-    return jit(_count_blocks), jit(_deal), jit(_group_blocks)
+    return tuple(numba.njit(nogil=True, cache=True)(f) for f in passes)
 
 
 def _blocks_layout(users, items, ratings, user_row, item_row, n_users, n_items, seeds,
                    threads=1, compiled=True, keep_index=True):
-    """The ratings laid out for ``order="blocks"``: three passes, no sort.
+    """The ratings laid out for ``order="blocks"``: four passes, no sort.
 
     Returns the original index of each position (empty unless ``keep_index``), the relabelled
     user and item rows, the ratings, and the bounds of the ``BLOCKS * BLOCKS`` blocks. Inside a
@@ -420,11 +447,12 @@ def _blocks_layout(users, items, ratings, user_row, item_row, n_users, n_items, 
     number of threads, compiled or not. ``users`` and ``items`` may be strided views (the
     columns of the ``(n, 2)`` index array): the passes read them where they lie.
     """
-    count, deal, group = _layout_passes(compiled and available())
+    count, deal, deal_items, group = _layout_passes(compiled and available())
     q, n = BLOCKS, len(users)
     index = np.int32 if max(n, n_users, n_items) < 2**31 else np.int64  # less memory to stream
     keys = _block_keys(user_row, item_row, n_users, n_items, q)
-    args = (user_row, item_row, *keys)
+    user_group = keys[0] // q  # by original user; item group by relabelled item row:
+    item_group = (np.arange(n_items, dtype=np.int64) * q // n_items).astype(np.int32)
     cuts = np.linspace(0, n, threads + 1).astype(np.int64)
     seeds = np.asarray(seeds, np.int64)
     with ThreadPoolExecutor(threads) as pool:
@@ -432,18 +460,24 @@ def _blocks_layout(users, items, ratings, user_row, item_row, n_users, n_items, 
                               range(threads)))
         per_block = np.sum(parts, axis=0)
         bounds = np.concatenate([[0], np.cumsum(per_block)]).astype(np.int64)
-        # thread k's ratings go after those of threads < k: the order of a serial pass
-        fills = bounds[:-1] + np.cumsum([np.zeros(q * q, np.int64), *parts[:-1]], axis=0)
+        # thread k's ratings go after those of threads < k in each user group: the order of
+        # a serial pass
+        per_group = [part.reshape(q, q).sum(axis=1) for part in parts]
+        fills = bounds[:-1:q] + np.cumsum([np.zeros(q, np.int64), *per_group[:-1]], axis=0)
         tj = np.empty(n if keep_index else 0, index)
         tu, ti = np.empty(n, index), np.empty(n, index)
         tr = np.empty(n, np.float32)
-        list(pool.map(lambda k: deal(users, items, ratings, *args, cuts[k], cuts[k + 1],
-                                     fills[k].copy(), tj, tu, ti, tr, keep_index),
+        list(pool.map(lambda k: deal(users, items, ratings, user_row, item_row, user_group,
+                                     cuts[k], cuts[k + 1], fills[k].copy(), tj, tu, ti, tr,
+                                     keep_index),
                       range(threads)))  # (deal advances its fill)
-        shares = _shares(per_block, threads)  # grouped in place: no second set of arrays
+        # then in place, a share of the groups or blocks per thread: no second set of arrays
+        list(pool.map(lambda ab: deal_items(tj, tu, ti, tr, bounds, item_group, q, ab[0], ab[1],
+                                            keep_index),
+                      _shares(np.sum(per_group, axis=0), threads)))
         list(pool.map(lambda ab: group(tj, tu, ti, tr, bounds, n_users, q, ab[0], ab[1], seeds,
                                        keep_index),
-                      shares))
+                      _shares(per_block, threads)))
     return tj, tu, ti, tr, bounds
 
 
@@ -743,7 +777,10 @@ def fit_compiled(
         def write_back():
             for view, w, r in zip(views, work, rows):
                 if r is not None:
-                    np.take(w, r, axis=0, out=view)  # no temporary copy
+                    # mode="clip": with the default "raise", numpy buffers ``out`` through a
+                    # fresh temporary (about 0.1 s of page faults at 25 M's tables); ``r`` is a
+                    # permutation, so clipping never changes an index
+                    np.take(w, r, axis=0, out=view, mode="clip")
 
         pool = ThreadPoolExecutor(n_threads - 1) if n_threads > 1 else None
         try:
