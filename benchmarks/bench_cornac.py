@@ -69,7 +69,7 @@ EPOCHS = 10  # cornac's run (and every tuning run)
 CORNAC_GRID = {"lr": (0.01, 0.02, 0.04, 0.08), "reg": (0.005, 0.01, 0.02, 0.05)}  # default 0.02
 OURS_GRID = {"lr": (0.1, 0.2, 0.4, 0.8), "reg": (0.01, 0.02, 0.05, 0.1)}
 OURS_REG_BIAS = 0.01
-OURS_BUDGETS = (2, 3, 4, 5, 6, 8, 10)  # epoch budgets tried for time to target, shortest first
+OURS_BUDGETS = tuple(range(2, EPOCHS + 1))  # epoch budgets for time to target, shortest first
 # Part 2's grid: the same size as benchmarks/bench.py's TUNE_GRID["dot_bias"] (3 x 3 x 2 x 3);
 # lr and reg are ranges for a step per rating. A first run with lr [0.05, 0.1] and reg
 # [0.02, 0.05, 0.1] chose the top of both, so both moved up.
