@@ -130,18 +130,25 @@ def _held_rmse(mean, user_factors, item_factors, user_bias, item_bias, held) -> 
     return _rmse(np.clip(pred, 0.5, 5.0), hr)
 
 
-def _cornac_run(shape, fit, held, epochs, lr, reg):
-    """(held-out RMSE after each epoch, training seconds of each epoch) of cornac's SGD."""
-    from cornac.models.mf import backend_cpu
+def _cornac_start(shape, r):
+    """Cornac's tables as ``MF._init`` starts them (N(0, 0.01) factors, zero biases) and the
+    global mean, as both of cornac's runs start."""
     from cornac.utils.init_utils import normal
 
-    u, i, r = fit
     rng = np.random.RandomState(0)
     big_u = normal([shape["n_users"], N_FACTORS], std=0.01, random_state=rng, dtype=np.float32)
     big_v = normal([shape["n_items"], N_FACTORS], std=0.01, random_state=rng, dtype=np.float32)
     bu = np.zeros(shape["n_users"], np.float32)
     bi = np.zeros(shape["n_items"], np.float32)
-    mu = np.float32(r.mean())
+    return big_u, big_v, bu, bi, np.float32(r.mean())
+
+
+def _cornac_run(shape, fit, held, epochs, lr, reg):
+    """(held-out RMSE after each epoch, training seconds of each epoch) of cornac's SGD."""
+    from cornac.models.mf import backend_cpu
+
+    u, i, r = fit
+    big_u, big_v, bu, bi, mu = _cornac_start(shape, r)
     curve, seconds = [], []
     for _ in range(epochs):
         start = time.perf_counter()
@@ -156,15 +163,9 @@ def _cornac_timed(shape, fit, held, epochs, lr, reg):
     """(seconds, final held-out RMSE) of one plain ``fit_sgd`` call of ``epochs`` epochs, as
     ``MF.fit`` makes it: what a user waits for."""
     from cornac.models.mf import backend_cpu
-    from cornac.utils.init_utils import normal
 
     u, i, r = fit
-    rng = np.random.RandomState(0)
-    big_u = normal([shape["n_users"], N_FACTORS], std=0.01, random_state=rng, dtype=np.float32)
-    big_v = normal([shape["n_items"], N_FACTORS], std=0.01, random_state=rng, dtype=np.float32)
-    bu = np.zeros(shape["n_users"], np.float32)
-    bi = np.zeros(shape["n_items"], np.float32)
-    mu = np.float32(r.mean())
+    big_u, big_v, bu, bi, mu = _cornac_start(shape, r)
     start = time.perf_counter()
     backend_cpu.fit_sgd(u, i, r, big_u, big_v, bu, bi, lr, reg, mu, epochs, THREADS,
                         True, False, False)
