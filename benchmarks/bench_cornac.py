@@ -33,8 +33,10 @@ several epoch budgets whose final held-out RMSE reaches it (each budget is its o
 the one-cycle schedule depends on it). Both are then timed as a user waits, TIMINGS times
 each, taken in turn: cornac's plain `fit_sgd` call of as many epochs as it needed, and ours'
 plain `fit_compiled` call with no callback (blocks reproduce the evaluated run to the bit,
-which the bench checks); the bench reports the ratio of the medians and the range of the
-pairs' ratios. Evaluation is outside every clock, and the same numpy code for both. One seed each (a speed race); accuracy is compared under the seed protocol in part 2.
+which the bench checks); the bench reports the ratio of the medians, the range of the pairs'
+ratios and the fastest against the fastest. Evaluation is outside every clock, and the same
+numpy code for both. One seed each (a speed race); accuracy is compared under the seed
+protocol in part 2.
 On each race's inner split the bench also sweeps two constants of the kernel, BLOCKS and
 PREFETCH, with the tuned setting (SWEEP_EPOCHS epochs, SWEEP_SEEDS).
 
@@ -313,7 +315,8 @@ def _race(n_ratings: int, shrunk: bool = False) -> list[str]:
     setup = float(np.median([sec[0] - np.median(sec[1:]) for _, sec in ours.values()
                              if len(sec) > 1]))
     rows += ["", f"Target: cornac's best held-out RMSE, {target:.4f}, reached after "
-             f"{target_epoch + 1} epochs ({c_time:.1f} s of training in the evaluated run above)."]
+             f"{target_epoch + 1} epochs ({c_time:.1f} s of training in the evaluated run "
+             "above)."]
     if reached:
         budget = reached[0]
         rows += _times_to_target(shape, full, held, target_epoch + 1, best, budget,
